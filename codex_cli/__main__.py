@@ -1,0 +1,3 @@
+from codex_cli.app import main
+
+main()
