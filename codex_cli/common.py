@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from services.bootstrap import Container
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts and cron).")]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts and cron).")
+]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Only report what would happen; change nothing.")]
 OrgOpt = Annotated[str, typer.Option("--org", help="Organization, by slug or id.")]
 ByOpt = Annotated[

@@ -13,10 +13,12 @@ def config(json_output: JsonOpt = False) -> None:
     rows = settings.describe()
     embedded = settings.embedded_parts()
     if json_output:
-        print_json({
-            "settings": {name: {"value": value, "source": source} for name, value, source in rows},
-            "embedded": embedded,
-        })
+        print_json(
+            {
+                "settings": {name: {"value": value, "source": source} for name, value, source in rows},
+                "embedded": embedded,
+            }
+        )
         return
     print_table(["VARIABLE", "VALUE", "SOURCE"], [list(r) for r in rows])
     import typer

@@ -8,7 +8,9 @@ import typer
 
 from codex_cli.common import JsonOpt, YesOpt, confirm, container, print_json
 
-app = typer.Typer(help="Database schema: migrations, status, drift check, connection URL.", no_args_is_help=True)
+app = typer.Typer(
+    help="Database schema: migrations, status, drift check, connection URL.", no_args_is_help=True
+)
 
 
 def _target() -> tuple[str, bool]:
@@ -51,8 +53,16 @@ def status(json_output: JsonOpt = False) -> None:
     st = migrations.get_status(container().engine)
     target, embedded = _target()
     if json_output:
-        print_json({"current": st.current, "head": st.head, "pending": st.pending, "up_to_date": st.up_to_date,
-                    "database": target, "embedded": embedded})
+        print_json(
+            {
+                "current": st.current,
+                "head": st.head,
+                "pending": st.pending,
+                "up_to_date": st.up_to_date,
+                "database": target,
+                "embedded": embedded,
+            }
+        )
         return
     typer.echo(f"database: {target}{' (embedded)' if embedded else ''}")
     typer.echo(f"current:  {st.current or 'none (empty database)'}")

@@ -44,7 +44,9 @@ def embedded_url(home: Path) -> str:
         import psycopg
 
         with psycopg.connect(base, autocommit=True) as conn:
-            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DB_NAME,)).fetchone()
+            found = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DB_NAME,)
+            ).fetchone()
             if not found:
                 conn.execute(f'CREATE DATABASE "{EMBEDDED_DB_NAME}"')
         marker.write_text("created by codex\n")
@@ -93,8 +95,14 @@ def is_connection_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(
         marker in text
-        for marker in ("connection", "could not translate host", "password authentication", "timeout expired",
-                       "no such file or directory", "does not exist")
+        for marker in (
+            "connection",
+            "could not translate host",
+            "password authentication",
+            "timeout expired",
+            "no such file or directory",
+            "does not exist",
+        )
     )
 
 

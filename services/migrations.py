@@ -109,11 +109,15 @@ def migrate(engine: Engine, to: str = "head") -> MigrateResult:
         return MigrateResult(before=before, after=before, applied=[])
     _run(engine, "upgrade", target)
     after = current_revision(engine)
-    applied = [
-        _describe(script, rev.revision)
-        for rev in script.iterate_revisions(after or "base", before or "base")
-        if rev.revision != before
-    ] if after else []
+    applied = (
+        [
+            _describe(script, rev.revision)
+            for rev in script.iterate_revisions(after or "base", before or "base")
+            if rev.revision != before
+        ]
+        if after
+        else []
+    )
     applied.reverse()
     return MigrateResult(before=before, after=after, applied=applied)
 
@@ -125,11 +129,15 @@ def downgrade(engine: Engine, to: str) -> MigrateResult:
     before = current_revision(engine)
     _run(engine, "downgrade", target)
     after = current_revision(engine)
-    removed = [
-        _describe(script, rev.revision)
-        for rev in script.iterate_revisions(before or "base", after or "base")
-        if rev.revision != after
-    ] if before else []
+    removed = (
+        [
+            _describe(script, rev.revision)
+            for rev in script.iterate_revisions(before or "base", after or "base")
+            if rev.revision != after
+        ]
+        if before
+        else []
+    )
     return MigrateResult(before=before, after=after, applied=removed)
 
 

@@ -183,7 +183,8 @@ class OrganizationInvitation(Timestamps, Base):
     )
     token: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
     status: Mapped[InvitationStatus] = mapped_column(
-        _enum(InvitationStatus, "invitation_status"), nullable=False,
+        _enum(InvitationStatus, "invitation_status"),
+        nullable=False,
         server_default=InvitationStatus.pending.value,
     )
     invited_by: Mapped[uuid.UUID | None] = _fk("users.id", "SET NULL", nullable=True)
@@ -255,7 +256,10 @@ class Content(Timestamps, Base):
         CheckConstraint("price_cents >= 0", name="price_non_negative"),
         CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_format"),
         Index(
-            "uq_content_org_slug_live", "organization_id", "slug", unique=True,
+            "uq_content_org_slug_live",
+            "organization_id",
+            "slug",
+            unique=True,
             postgresql_where=text("deleted_at IS NULL"),
         ),
         Index(None, "organization_id"),
@@ -335,11 +339,16 @@ class ContentPurchase(Timestamps, Base):
         CheckConstraint("price_paid_cents >= 0", name="price_paid_non_negative"),
         CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_format"),
         Index(
-            "uq_content_purchases_live", "customer_id", "content_id", unique=True,
+            "uq_content_purchases_live",
+            "customer_id",
+            "content_id",
+            unique=True,
             postgresql_where=text(LIVE_PURCHASE),
         ),
         Index(
-            "ix_content_purchases_access", "customer_id", "content_id",
+            "ix_content_purchases_access",
+            "customer_id",
+            "content_id",
             postgresql_where=text(ACCESS_PURCHASE),
         ),
         Index(None, "customer_id"),
@@ -395,7 +404,8 @@ class StripeEvent(Timestamps, Base):
     type: Mapped[str] = mapped_column(Text, nullable=False)
     payload: Mapped[Any] = mapped_column(JSONB, nullable=False)
     status: Mapped[StripeEventStatus] = mapped_column(
-        _enum(StripeEventStatus, "stripe_event_status"), nullable=False,
+        _enum(StripeEventStatus, "stripe_event_status"),
+        nullable=False,
         server_default=StripeEventStatus.received.value,
     )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))

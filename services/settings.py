@@ -9,8 +9,13 @@ from pathlib import Path
 
 DEFAULT_APP_URL = "http://localhost:5173"
 SECRET_FIELDS = frozenset(
-    {"r2_secret_access_key", "r2_access_key_id", "stripe_secret_key", "stripe_webhook_secret_payment",
-     "resend_api_key"}
+    {
+        "r2_secret_access_key",
+        "r2_access_key_id",
+        "stripe_secret_key",
+        "stripe_webhook_secret_payment",
+        "resend_api_key",
+    }
 )
 
 
