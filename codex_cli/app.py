@@ -95,12 +95,29 @@ def root(
         logging.getLogger("pgserver").setLevel(logging.ERROR)
 
 
-def _register() -> None:
-    from codex_cli import config as config_cmd
-    from codex_cli import db
+# Each module exposes `register(app)`; its heavy imports stay inside its commands.
+COMMAND_MODULES = (
+    "db",
+    "config",
+    "email",
+    "seed",
+    "content",
+    "access",
+    "media",
+    "payments",
+    "webhook",
+    "refund",
+    "reconcile",
+    "cleanup",
+    "doctor",
+)
 
-    app.add_typer(db.app, name="db")
-    app.command("config")(config_cmd.config)
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"codex_cli.{name}").register(app)
 
 
 _register()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typer
+
 from codex_cli.common import JsonOpt, print_json, print_table
 
 
@@ -21,7 +23,9 @@ def config(json_output: JsonOpt = False) -> None:
         )
         return
     print_table(["VARIABLE", "VALUE", "SOURCE"], [list(r) for r in rows])
-    import typer
-
     for part, where in embedded.items():
         typer.echo(f"{part}: {where}")
+
+
+def register(root: typer.Typer) -> None:
+    root.command("config")(config)

@@ -134,3 +134,7 @@ def stop() -> None:
         typer.echo(f"Stopped the embedded PostgreSQL in {settings.codex_home / 'pgdata'}.")
     else:
         typer.echo("The embedded PostgreSQL is not running.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="db")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.settings import Settings
 
@@ -45,7 +45,28 @@ class Container:
 
         return UnitOfWork(self._session_factory)
 
-    # --- adapters added by feature modules below (object store, email, payments) ---
+    # --- adapters; each factory lives in the module that owns the outside system ---
+
+    @cached_property
+    def object_store(self) -> Any:
+        """The media bucket: S3ObjectStore on R2/S3, or LocalObjectStore under CODEX_HOME/objects."""
+        from services.storage import build_object_store
+
+        return build_object_store(self.settings)
+
+    @cached_property
+    def notifications(self) -> Any:
+        """NotificationService: Resend, or the outbox folder under CODEX_HOME/outbox."""
+        from services.notifications import build_notification_service
+
+        return build_notification_service(self.settings, self)
+
+    @cached_property
+    def stripe(self) -> Any:
+        """StripeGateway over the official SDK; ConfigurationError when STRIPE_SECRET_KEY is unset."""
+        from services.stripe_gateway import build_stripe_gateway
+
+        return build_stripe_gateway(self.settings)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

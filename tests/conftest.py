@@ -12,6 +12,9 @@ import pytest
 from services.settings import Settings
 from tests.pg import TestPostgres
 
+# Stand-in fixtures live one module per outside system.
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.stripe", "tests.fixtures.email"]
+
 # Every variable codex reads; the CLI runner clears the ones a test does not set, so the
 # developer's own environment never leaks into a test.
 CODEX_ENV = [

@@ -1,0 +1,9 @@
+"""`codex access` commands (issue 4); not built yet."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    """Adds nothing until the access commands are built."""

@@ -1,0 +1,9 @@
+"""`codex seed` commands (issue 4); not built yet."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    """Adds nothing until the seed commands are built."""
