@@ -1,0 +1,1 @@
+"""Jinja2 templates shipped with the package (email/: one folder per email, plus the shared layout)."""

@@ -1,0 +1,141 @@
+"""A stateful stand-in for Resend's `POST /emails`: records every request and can be told to fail.
+
+The real `resend` SDK talks to it over HTTP on 127.0.0.1 (an ephemeral port) through RESEND_API_URL.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class CapturedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    status: int  # what the stand-in answered
+    email_id: str | None = None
+
+
+@dataclass
+class _Failure:
+    status: int
+    message: str
+    name: str
+
+
+@dataclass
+class ResendStandIn:
+    """Start with `start()`, stop with `stop()`; `url` is the value for RESEND_API_URL."""
+
+    requests: list[CapturedRequest] = field(default_factory=list)
+    _failures: list[_Failure] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    # --- control ---
+
+    def fail_next(
+        self, count: int = 1, status: int = 500, message: str = "Internal server error", name: str = ""
+    ) -> None:
+        """Answer the next `count` requests with `status` and Resend's error body."""
+        default_name = {
+            400: "validation_error",
+            401: "missing_api_key",
+            403: "invalid_api_key",
+            422: "validation_error",
+            429: "rate_limit_exceeded",
+        }.get(status, "internal_server_error")
+        with self._lock:
+            self._failures.extend(_Failure(status, message, name or default_name) for _ in range(count))
+
+    @property
+    def emails(self) -> list[Any]:
+        """The JSON bodies of the emails the stand-in accepted (2xx), in order."""
+        return [r.json for r in self.requests if r.status < 300 and r.path == "/emails"]
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the stand-in first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._failures.clear()
+
+    # --- lifecycle ---
+
+    def start(self) -> ResendStandIn:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output quiet
+                return
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                standin._handle(self)
+
+            def do_GET(self) -> None:  # noqa: N802
+                standin._reply(self, 404, {"statusCode": 404, "name": "not_found", "message": "Not found"})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="resend-standin", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # --- request handling ---
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        with self._lock:
+            failure = self._failures.pop(0) if self._failures else None
+        if failure is not None:
+            captured = CapturedRequest("POST", handler.path, headers, body, failure.status)
+            payload = {"statusCode": failure.status, "name": failure.name, "message": failure.message}
+        elif handler.path != "/emails":
+            captured = CapturedRequest("POST", handler.path, headers, body, 404)
+            payload = {"statusCode": 404, "name": "not_found", "message": "Not found"}
+        elif not headers.get("authorization", "").startswith("Bearer re_"):
+            captured = CapturedRequest("POST", handler.path, headers, body, 401)
+            payload = {"statusCode": 401, "name": "missing_api_key", "message": "Missing API key"}
+        else:
+            email_id = str(uuid.uuid4())
+            captured = CapturedRequest("POST", handler.path, headers, body, 200, email_id)
+            payload = {"id": email_id}
+        with self._lock:
+            self.requests.append(captured)
+        self._reply(handler, captured.status, payload)
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
