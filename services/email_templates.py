@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.errors import NotFound, ValidationError
@@ -172,7 +173,14 @@ def file_source(key: str, part: str) -> str:
 def _read_resource(name: str) -> str:
     from importlib.resources import files
 
-    node = files("templates").joinpath("email")
+    try:
+        node: Any = files("templates").joinpath("email")
+    except NotADirectoryError:
+        # An editable install made before templates/__init__.py existed maps `templates` as a namespace
+        # with a placeholder path entry that importlib.resources cannot read; use the real directory.
+        import templates
+
+        node = next(Path(p) for p in templates.__path__ if Path(p).is_dir()) / "email"
     for piece in name.split("/"):
         node = node.joinpath(piece)
     return node.read_text(encoding="utf-8")

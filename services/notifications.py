@@ -213,6 +213,12 @@ class ResendSender:
         message = str(getattr(exc, "message", "") or exc).strip()
         if self._api_key:
             message = message.replace(self._api_key, "***")
+        if kind == "HttpClientError":  # the SDK's wrapper around a connection error or timeout
+            errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", message)
+            reason = errno.group(1).strip() if errno else message.removeprefix("Request failed: ")
+            if "timed out" in message.lower():
+                reason = "the request timed out"
+            return f"Could not reach Resend at {self.api_url}: {reason}"
         detail = f"{code} {kind}".strip()
         return f"Resend refused the email ({detail}): {message}" if detail else f"Resend failed: {message}"
 
@@ -253,7 +259,7 @@ class NotificationService:
             return None
         try:
             with self.container.uow() as uow:
-                return load_override(uow.session, key)
+                return _unmigrated_guard(lambda: load_override(uow.session, key))
         except Exception as exc:  # noqa: BLE001 - an email with the file template beats no email
             if strict:
                 raise
@@ -336,6 +342,20 @@ class NotificationService:
         return list(CATALOG)
 
 
+def _unmigrated_guard(read: Any) -> Any:
+    """Run `read`; a missing email_templates table becomes a ConfigurationError that says what to do."""
+    from sqlalchemy.exc import ProgrammingError
+
+    try:
+        return read()
+    except ProgrammingError as exc:
+        if type(getattr(exc, "orig", None)).__name__ != "UndefinedTable":
+            raise
+        raise ConfigurationError(
+            "The database has no email_templates table yet; run `codex db migrate` first."
+        ) from None
+
+
 def build_sender(settings: Settings) -> EmailSender:
     if settings.resend_api_key:
         return ResendSender(settings.resend_api_key, settings.resend_api_url, from_header(settings))
@@ -345,3 +365,76 @@ def build_sender(settings: Settings) -> EmailSender:
 def build_notification_service(settings: Settings, container: Any = None) -> NotificationService:
     """Resend when RESEND_API_KEY is set, otherwise the outbox folder under CODEX_HOME."""
     return NotificationService(build_sender(settings), settings, container)
+
+
+# --- entry points for `codex email` ---
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    key: str
+    description: str
+    variables: list[str]
+    overridden: bool
+    override_updated_at: datetime | None
+
+
+def list_email_templates(container: Any) -> list[TemplateInfo]:
+    """Every template key with its variables and whether a database override replaces the file."""
+    from sqlalchemy import select
+
+    from services.models import EmailTemplate
+
+    with container.uow() as uow:
+        stored = _unmigrated_guard(
+            lambda: uow.session.execute(select(EmailTemplate.key, EmailTemplate.updated_at))
+        )
+        rows = {key: updated_at for key, updated_at in stored}
+    return [
+        TemplateInfo(
+            key=spec.key,
+            description=spec.description,
+            variables=spec.variable_names,
+            overridden=spec.key in rows,
+            override_updated_at=rows.get(spec.key),
+        )
+        for spec in CATALOG.values()
+    ]
+
+
+def _data_with_samples(key: str, raw: dict[str, str], app_url: str) -> dict[str, Any]:
+    from services.email_templates import coerce_data, sample_data
+
+    return {**sample_data(key, app_url), **coerce_data(key, raw)}
+
+
+def preview_email(container: Any, key: str, raw_data: dict[str, str]) -> RenderedEmail:
+    """Render `key` as it would be sent (override included); variables not given get sample values."""
+    template_spec(key)
+    service: NotificationService = container.notifications
+    data = _data_with_samples(key, raw_data, container.settings.app_url)
+    return service.render(key, data, strict=True)
+
+
+@dataclass(frozen=True)
+class SentTestEmail:
+    template: str
+    recipient: str  # masked
+    via: str
+    message_id: str
+    attempts: int
+
+
+def send_test_email(container: Any, key: str, recipient: str, raw_data: dict[str, str]) -> SentTestEmail:
+    """Send `key` to `recipient`, sample values for variables not given; ExternalServiceError on failure."""
+    template_spec(key)
+    to = validate_address(recipient)
+    service: NotificationService = container.notifications
+    data = _data_with_samples(key, raw_data, container.settings.app_url)
+    result = service.send_email(key, to, data)
+    if not result.success:
+        shown = mask_email(to)
+        raise ExternalServiceError(
+            f"The {key} email to {shown} was not sent after {result.attempts} attempts: {result.error}"
+        )
+    return SentTestEmail(key, mask_email(to), service.describe(), result.message_id or "", result.attempts)
