@@ -437,7 +437,7 @@ def backfill_events(container: Container, since: timedelta, dry_run: bool = Fals
     start = datetime.now(UTC) - since
     events = [
         _as_dict(e)
-        for e in container.stripe.iter_events(created_gte=int(start.timestamp()), types=sorted(HANDLED_TYPES))
+        for e in container.stripe.iter_events(created_gte=start, types=sorted(HANDLED_TYPES))
     ]
     events.sort(key=lambda e: (e.get("created") or 0, e.get("id") or ""))
     ids = [e["id"] for e in events if e.get("id")]
