@@ -367,10 +367,6 @@ def save_template_override(
     With `audited` (the CLI) the operator (`by` or CODEX_OPERATOR_EMAIL) must be a platform owner and
     the change is recorded in the audit log.
     """
-    from sqlalchemy import select
-
-    from services.models import EmailTemplate
-
     template_spec(key)
     sources = {
         "subject": subject if subject is not None else file_source(key, "subject"),
@@ -383,28 +379,45 @@ def save_template_override(
         EmailRenderer(app_url), key, sources["subject"], sources["html"], sources["text"], app_url
     )
 
-    owns_uow = hasattr(container_or_uow, "uow")
-    uow = container_or_uow.uow() if owns_uow else container_or_uow
-    with uow:
-        session = uow.session
-        operator = _operator(session, settings, by) if audited else None
-        row = session.scalars(select(EmailTemplate).where(EmailTemplate.key == key).with_for_update()).first()
-        if row is None:
-            row = EmailTemplate(key=key, subject="", html_body="", text_body="")
-            session.add(row)
-        row.subject = sources["subject"]
-        row.html_body = sources["html"]
-        row.text_body = sources["text"]
-        if operator is not None:
-            from services.audit import record_audit
-
-            row.updated_by = operator.id
-            record_audit(session, operator, "email.override.save", "email_template", key)
-        session.flush()
-        result = TemplateOverride(key, row.subject, row.html_body, row.text_body, row.updated_at)
-        if owns_uow:
+    if hasattr(container_or_uow, "uow"):  # a container: our own transaction
+        with container_or_uow.uow() as uow:
+            result = _upsert_override(uow.session, settings, key, sources, by, audited)
             uow.commit()
-    return result
+        return result
+    # A unit of work the caller has entered (or a plain session): the caller commits.
+    session = getattr(container_or_uow, "session", container_or_uow)
+    return _upsert_override(session, settings, key, sources, by, audited)
+
+
+def _upsert_override(
+    session: Any, settings: Any, key: str, sources: dict[str, str], by: str | None, audited: bool
+) -> TemplateOverride:
+    from sqlalchemy import func
+    from sqlalchemy.dialects.postgresql import insert
+
+    from services.models import EmailTemplate
+
+    operator = _operator(session, settings, by) if audited else None
+    values = {
+        "subject": sources["subject"],
+        "html_body": sources["html"],
+        "text_body": sources["text"],
+        "updated_by": operator.id if operator is not None else None,
+    }
+    # One statement, so two operators saving the same new key at once cannot collide on the unique key.
+    statement = (
+        insert(EmailTemplate)
+        .values(key=key, **values)
+        .on_conflict_do_update(index_elements=[EmailTemplate.key], set_={**values, "updated_at": func.now()})
+        .returning(EmailTemplate.updated_at)
+    )
+    updated_at = session.execute(statement).scalar_one()
+    if operator is not None:
+        from services.audit import record_audit
+
+        record_audit(session, operator, "email.override.save", "email_template", key)
+    session.flush()
+    return TemplateOverride(key, sources["subject"], sources["html"], sources["text"], updated_at)
 
 
 def _operator(session: Any, settings: Any, by: str | None) -> Any:

@@ -6,6 +6,7 @@ CODEX_HOME/outbox, the embedded default). Delivery is tried twice at most and ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -118,7 +119,8 @@ class OutboxSender:
             tmp.write_bytes(message.as_bytes(policy=policy.SMTP))
             os.replace(tmp, path)  # readers never see half a message
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise ExternalServiceError(
                 f"Could not write to the outbox folder {self.directory}: {exc.strerror or exc}."
             ) from None
