@@ -282,8 +282,13 @@ def _record_failure(container: Container, event: dict[str, Any], error: str) -> 
 
 
 def _run(container: Container, event: dict[str, Any], *, replay: bool = False) -> WebhookOutcome:
-    """Insert-or-lock the event row, apply the effect and mark it done, in one transaction."""
-    from sqlalchemy import func, select
+    """Insert-or-lock the event row, apply the effect and mark it done, in one transaction.
+
+    A new event is inserted already marked done: if the effect fails, the whole transaction rolls
+    back, so the mark is only ever seen together with the effect. The insert's row lock (or the
+    `FOR UPDATE` on an existing row) makes simultaneous deliveries of one event wait for each other.
+    """
+    from sqlalchemy import func, select, update
     from sqlalchemy.dialects.postgresql import insert
 
     from services.models import StripeEvent, StripeEventStatus
@@ -292,21 +297,34 @@ def _run(container: Container, event: dict[str, Any], *, replay: bool = False) -
     done = (StripeEventStatus.processed, StripeEventStatus.ignored)
     with container.uow() as uow:
         session = uow.session
+        inserted = None
         if not replay:
-            # Concurrent deliveries of one event wait here for the first one's transaction to end.
-            session.execute(
+            final = StripeEventStatus.processed if event_type in HANDLED_TYPES else StripeEventStatus.ignored
+            inserted = session.execute(
                 insert(StripeEvent)
-                .values(id=event_id, type=event_type, payload=event, status=StripeEventStatus.received)
+                .values(
+                    id=event_id,
+                    type=event_type,
+                    payload=event,
+                    status=final,
+                    attempts=1,
+                    processed_at=func.now(),
+                )
                 .on_conflict_do_nothing(index_elements=[StripeEvent.id])
-            )
-        row = session.scalars(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update()).first()
-        if row is None:
-            raise NotFound(f"Event {event_id} is not stored; nothing to replay.")
-        if not replay and row.status in done:
-            return WebhookOutcome(event_id, event_type, "duplicate", f"already {row.status.value}")
-        if replay:
-            event = row.payload
-            event_type = row.type
+                .returning(StripeEvent.id)
+            ).first()
+        if inserted is None:
+            row = session.execute(
+                select(StripeEvent.status, StripeEvent.type, StripeEvent.payload)
+                .where(StripeEvent.id == event_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"Event {event_id} is not stored; nothing to replay.")
+            if not replay and row.status in done:
+                return WebhookOutcome(event_id, event_type, "duplicate", f"already {row.status.value}")
+            if replay:
+                event, event_type = row.payload, row.type
         try:
             effect = _apply(session, event)
         except Exception as exc:
@@ -321,10 +339,18 @@ def _run(container: Container, event: dict[str, Any], *, replay: bool = False) -
             except Exception as record_exc:  # noqa: BLE001 - the original failure is what matters
                 log.error("could not record the failed attempt of %s: %s", event_id, _error_text(record_exc))
             raise WebhookHandlingFailed(event_id, f"Event {event_id} ({event_type}) failed: {error}") from exc
-        row.attempts = row.attempts + 1
-        row.error = None
-        row.processed_at = func.now()
-        row.status = StripeEventStatus.processed if effect is not None else StripeEventStatus.ignored
+        if inserted is None:
+            session.execute(
+                update(StripeEvent)
+                .where(StripeEvent.id == event_id)
+                .values(
+                    status=StripeEventStatus.processed if effect is not None else StripeEventStatus.ignored,
+                    attempts=StripeEvent.attempts + 1,
+                    error=None,
+                    processed_at=func.now(),
+                    updated_at=func.now(),
+                )
+            )
         uow.commit()
     if effect is None:
         return WebhookOutcome(event_id, event_type, "ignored", "type not handled")
@@ -436,8 +462,7 @@ def backfill_events(container: Container, since: timedelta, dry_run: bool = Fals
         raise ValidationError("Stripe keeps events for 30 days; use --since 30d or less.")
     start = datetime.now(UTC) - since
     events = [
-        _as_dict(e)
-        for e in container.stripe.iter_events(created_gte=start, types=sorted(HANDLED_TYPES))
+        _as_dict(e) for e in container.stripe.iter_events(created_gte=start, types=sorted(HANDLED_TYPES))
     ]
     events.sort(key=lambda e: (e.get("created") or 0, e.get("id") or ""))
     ids = [e["id"] for e in events if e.get("id")]
