@@ -10,6 +10,7 @@ Two kinds of entry points:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
     from services.bootstrap import Container
     from services.notifications import EmailResult
+
+log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "stripe"
 PAID_STATUSES = ("paid", "no_payment_required")
@@ -162,7 +165,10 @@ def create_checkout(container: Container, customer_ref: str, content_id: str) ->
             idempotency_key=f"checkout-{facts['purchase_id']}",
         )
     except BaseException:
-        _abandon(container, uuid.UUID(facts["purchase_id"]))
+        try:
+            _abandon(container, uuid.UUID(facts["purchase_id"]))
+        except Exception as exc:  # noqa: BLE001 - keep Stripe's error; reconcile reports the row
+            log.warning("could not mark purchase %s failed: %s", facts["purchase_id"], type(exc).__name__)
         raise
     with container.uow() as uow:
         row = _lock(uow.session, uuid.UUID(facts["purchase_id"]))

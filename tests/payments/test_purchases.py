@@ -191,7 +191,9 @@ def test_completing_twice_completes_once_and_sends_one_receipt(
 
 
 def test_concurrent_completions_apply_once(stripe_settings, stripe_standin, shop, session, outbox) -> None:
-    checkout = _checkout(Container(stripe_settings), shop)
+    first = Container(stripe_settings)
+    checkout = _checkout(first, shop)
+    first.close()
     paid = stripe_standin.mark_paid(checkout.session_id)
     barrier = threading.Barrier(5)
     actions: list[str] = []
