@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from services.refunds import RefundResult
 
 
+def _days_ago(days: int) -> str:
+    return "today" if days == 0 else "1 day ago" if days == 1 else f"{days} days ago"
+
+
 def _describe(plan: RefundResult) -> list[str]:
     how = (
         "free purchase: access is revoked, Stripe is not called"
@@ -23,7 +27,7 @@ def _describe(plan: RefundResult) -> list[str]:
         f"  customer   {plan.customer}",
         f"  content    {plan.content_title}",
         f"  amount     {plan.amount} ({how})",
-        f"  purchased  {plan.purchased_at:%Y-%m-%d %H:%M} UTC ({plan.days_since_purchase} days ago)",
+        f"  purchased  {plan.purchased_at:%Y-%m-%d %H:%M} UTC ({_days_ago(plan.days_since_purchase)})",
     ]
     if plan.outside_window:
         lines.append("  window     outside the 30-day refund window (--override-window given)")
