@@ -1,0 +1,218 @@
+"""`codex media upload` and the upload service against moto over HTTP and the local store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from services import models as m
+from services.bootstrap import Container
+from services.media import upload_media
+from services.storage import MiB
+from tests.factories import make_org, make_owner
+
+
+def _rows(session) -> list[m.MediaItem]:  # type: ignore[no-untyped-def]
+    session.expire_all()
+    return list(session.scalars(select(m.MediaItem).order_by(m.MediaItem.filename)))
+
+
+def _keys(s3_client, bucket: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def _uploads(s3_client, bucket: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    return s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def test_upload_stores_verified_objects_and_rows(cli, s3_settings, s3_client, session, make_file) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session, slug="acme")
+    session.commit()
+    video = make_file("Intro Clip.mp4", 70_000)
+    audio = make_file("podcast.mp3", 30_000)
+
+    result = cli.with_settings(**s3_settings.__dict__)(
+        "media", "upload", str(video), str(audio), "--org", "acme", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {line["filename"] for line in lines} == {"Intro Clip.mp4", "podcast.mp3"}
+    assert set(lines[0]) >= {"path", "ok", "media_id", "r2_key", "mime_type", "size", "sha256", "error"}
+    assert all(line["ok"] and line["error"] is None for line in lines)
+
+    rows = _rows(session)
+    assert [(r.filename, r.type, r.status, r.mime_type) for r in rows] == [
+        ("Intro Clip.mp4", m.MediaType.video, m.MediaStatus.uploaded, "video/mp4"),
+        ("podcast.mp3", m.MediaType.audio, m.MediaStatus.uploaded, "audio/mpeg"),
+    ]
+    for row, path in zip(rows, (video, audio), strict=True):
+        data = path.read_bytes()
+        ext = path.suffix.lstrip(".")
+        assert row.r2_key == f"{org.id}/originals/{row.id}/original.{ext}"
+        assert row.file_size_bytes == len(data)
+        assert row.sha256 == hashlib.sha256(data).hexdigest()
+        obj = s3_client.get_object(Bucket=s3_settings.r2_media_bucket, Key=row.r2_key)
+        assert obj["Body"].read() == data
+        assert obj["ContentType"] == row.mime_type
+        assert obj["Metadata"]["sha256"] == row.sha256
+
+
+def test_large_file_takes_the_multipart_path_and_is_byte_identical(
+    s3_settings, s3_client, session, make_file
+) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session)
+    session.commit()
+    big = make_file("lecture.mp4", 11 * MiB + 17)
+    container = Container(s3_settings)
+    container.object_store.multipart_threshold = 5 * MiB  # lowered so the test stays small
+
+    batch = upload_media(container, [big], org.slug, concurrency=3, part_size=5 * MiB)
+    container.close()
+
+    assert batch.ok, batch.results
+    (row,) = _rows(session)
+    obj = s3_client.get_object(Bucket=s3_settings.r2_media_bucket, Key=row.r2_key)
+    assert obj["Body"].read() == big.read_bytes()
+    assert obj["ETag"].strip('"').endswith("-3")  # three parts
+    assert obj["ContentType"] == "video/mp4"
+
+
+class _FailAfterFirstPart:
+    """A listener that fails (or 'presses Ctrl-C') once the first part of `victim` has gone up."""
+
+    def __init__(self, victim: Path, error: BaseException) -> None:
+        self.victim, self.error = victim, error
+        self.finished: list = []
+
+    def file_started(self, path: Path, size: int) -> None:
+        pass
+
+    def file_progress(self, path: Path, nbytes: int) -> None:
+        if path == self.victim:
+            raise self.error
+
+    def file_finished(self, result) -> None:  # type: ignore[no-untyped-def]
+        self.finished.append(result)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("disk vanished"), KeyboardInterrupt()])
+def test_failure_mid_upload_aborts_and_leaves_no_row(
+    s3_settings, s3_client, session, make_file, error
+) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session)
+    session.commit()
+    big = make_file("big.mp4", 11 * MiB)
+    container = Container(s3_settings)
+    container.object_store.multipart_threshold = 5 * MiB
+    listener = _FailAfterFirstPart(big, error)
+
+    batch = upload_media(container, [big], org.slug, concurrency=2, part_size=5 * MiB, listener=listener)
+    container.close()
+
+    assert not batch.ok
+    assert batch.interrupted == isinstance(error, KeyboardInterrupt)
+    (result,) = batch.results
+    assert result.ok is False and result.error
+    assert listener.finished == [result]
+    assert _rows(session) == []
+    assert _uploads(s3_client, s3_settings.r2_media_bucket) == []
+    assert _keys(s3_client, s3_settings.r2_media_bucket) == []
+
+
+def test_one_failed_file_does_not_stop_the_others_and_exits_1(
+    s3_settings, s3_client, session, make_file
+) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session)
+    session.commit()
+    good = make_file("good.mp3", 2000)
+    bad = make_file("bad.mp4", 3000)
+    container = Container(s3_settings)
+    batch = upload_media(
+        container, [good, bad], org.slug, listener=_FailAfterFirstPart(bad, RuntimeError("x"))
+    )
+    container.close()
+    outcome = {Path(r.path).name: r.ok for r in batch.results}
+    assert outcome == {"good.mp3": True, "bad.mp4": False}
+    assert [r.filename for r in _rows(session)] == ["good.mp3"]
+    assert len(_keys(s3_client, s3_settings.r2_media_bucket)) == 1
+
+
+def test_piped_output_is_one_line_per_file(cli, s3_settings, session, make_file) -> None:  # type: ignore[no-untyped-def]
+    make_org(session, slug="lines")
+    session.commit()
+    files = [str(make_file(f"f{i}.mp3", 1000 + i)) for i in range(3)]
+    result = cli.with_settings(**s3_settings.__dict__)("media", "upload", *files, "--org", "lines")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("uploaded ") for line in lines)
+
+
+def test_wrong_type_is_refused_before_anything_is_sent(
+    cli, s3_settings, s3_client, session, make_file
+) -> None:  # type: ignore[no-untyped-def]
+    make_org(session, slug="acme")
+    session.commit()
+    ok = make_file("fine.mp4", 1000)
+    text = make_file("notes.txt", 100, header=b"hello")
+    pdf = make_file("sneaky.mp4", 100, header=b"%PDF-1.7")
+
+    result = cli.with_settings(**s3_settings.__dict__)(
+        "media", "upload", str(ok), str(text), str(pdf), "--org", "acme"
+    )
+    assert result.exit_code == 2
+    assert "Nothing was uploaded" in result.stderr
+    assert "notes.txt is not a video or audio file" in result.stderr
+    assert "sneaky.mp4 is a PDF document" in result.stderr
+    assert _keys(s3_client, s3_settings.r2_media_bucket) == []
+    assert _rows(session) == []
+
+
+def test_size_limits_are_refused_before_anything_is_sent(
+    cli, s3_settings, s3_client, session, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    make_org(session, slug="acme")
+    session.commit()
+    audio = tmp_path / "long.mp3"
+    video = tmp_path / "huge.mp4"
+    for path, size in ((audio, 500 * MiB + 1), (video, 5 * 1024 * MiB + 1)):
+        with open(path, "wb") as fh:  # sparse: no disk is used
+            fh.write(b"ID3" if path.suffix == ".mp3" else b"\x00\x00\x00\x18ftypisom")
+            fh.truncate(size)
+    run = cli.with_settings(**s3_settings.__dict__)
+    a = run("media", "upload", str(audio), "--org", "acme")
+    assert a.exit_code == 2 and "over the 500 MiB limit for audio files" in a.stderr
+    v = run("media", "upload", str(video), "--org", "acme")
+    assert v.exit_code == 2 and "over the 5 GiB limit for video files" in v.stderr
+    assert _keys(s3_client, s3_settings.r2_media_bucket) == []
+    assert _uploads(s3_client, s3_settings.r2_media_bucket) == []
+
+
+def test_unknown_org_is_not_found(cli, s3_settings, make_file) -> None:  # type: ignore[no-untyped-def]
+    result = cli.with_settings(**s3_settings.__dict__)(
+        "media", "upload", str(make_file("a.mp4")), "--org", "nope"
+    )
+    assert result.exit_code == 3 and "Organization 'nope' not found" in result.stderr
+
+
+def test_upload_to_the_local_store_round_trips(cli, settings, session, make_file) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session, slug="local")
+    owner = make_owner(session, email="ops@example.com")
+    session.commit()
+    clip = make_file("clip.mp4", 5000)
+    result = cli("media", "upload", str(clip), "--org", str(org.id), "--by", "ops@example.com", "--json")
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    (row,) = _rows(session)
+    assert row.id == uuid.UUID(line["media_id"]) and row.uploaded_by == owner.id
+    stored = settings.codex_home / "objects" / "codex-media" / row.r2_key
+    assert stored.read_bytes() == clip.read_bytes()
+
+    out = cli("media", "show", str(row.id), "--json")
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.stdout)
+    assert shown["object_exists"] is True and shown["object_size"] == 5000
