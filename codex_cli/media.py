@@ -119,11 +119,18 @@ class _RichListener:
     def file_finished(self, result: UploadResult) -> None:
         with self._lock:
             task = self._tasks.pop(result.path, None)
-        if task is not None:
-            self.progress.remove_task(task)
-        if not result.ok:
-            # What a failed file had sent no longer counts towards the total.
-            self.progress.update(self.total_task, total=max(0, self.progress.tasks[0].total - result.size))
+            sent = 0.0
+            if task is not None:
+                sent = next(t.completed for t in self.progress.tasks if t.id == task)
+                self.progress.remove_task(task)
+            if not result.ok:
+                # A failed file no longer counts towards the total.
+                total = next(t for t in self.progress.tasks if t.id == self.total_task)
+                self.progress.update(
+                    self.total_task,
+                    total=max(0, (total.total or 0) - result.size),
+                    completed=max(0, total.completed - sent),
+                )
         mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
         self.progress.console.print(f"{mark} {_result_line(result)}", markup=True, highlight=False)
 
