@@ -69,7 +69,16 @@ def _scrub(text: str, settings: Settings) -> str:
     return text
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _run(name: str, check: Callable[[], str], settings: Settings, local: bool = False) -> CheckResult:
+    result = _run_check(name, check, settings, local)
+    return CheckResult(result.name, result.status, _one_line(result.detail))
+
+
+def _run_check(name: str, check: Callable[[], str], settings: Settings, local: bool) -> CheckResult:
     try:
         detail = check()
     except _Outcome as outcome:
