@@ -301,7 +301,11 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
                 log.error("event %s: unexpected %s", self._event_id, type(exc).__name__)
                 self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error; retry later"})
             return
-        self._outcome = outcome.outcome if outcome.email != "failed" else f"{outcome.outcome}+email-failed"
+        self._outcome = outcome.outcome
+        if outcome.outcome == "processed":
+            self._outcome += ":" + outcome.action.split(" ", 1)[0].rstrip(";")
+        if outcome.email == "failed":
+            self._outcome += "+email-failed"
         self._send_json(HTTPStatus.OK, {"received": True, "outcome": outcome.outcome})
 
     def handle_expect_100(self) -> bool:

@@ -32,8 +32,6 @@ COMPLETE_TYPES = frozenset({"checkout.session.completed", "checkout.session.asyn
 FAIL_TYPES = frozenset({"checkout.session.expired", "checkout.session.async_payment_failed"})
 REFUND_TYPES = frozenset({"charge.refunded"})
 HANDLED_TYPES = COMPLETE_TYPES | FAIL_TYPES | REFUND_TYPES
-# A completed Checkout Session whose payment is settled; "unpaid" waits for async_payment_succeeded.
-SETTLED_PAYMENT_STATUSES = frozenset({"paid", "no_payment_required"})
 MAX_ERROR_CHARS = 2000
 
 
@@ -178,15 +176,11 @@ def parse_event(payload: bytes) -> dict[str, Any]:
 # --- applying events ---------------------------------------------------------------------------------
 
 
-@dataclass
-class _Effect:
-    action: str
-    purchase_id: str | None = None
-    receipt: Any = None  # a purchases.PurchaseOutcome to send a receipt for, after the commit
+def _apply(session: Any, event: dict[str, Any]) -> Any:
+    """Run the purchase service for one event inside the caller's transaction; None = type not handled.
 
-
-def _apply(session: Any, event: dict[str, Any]) -> _Effect | None:
-    """Run the purchase service for one event inside the caller's transaction; None = not handled."""
+    Returns the purchases.PurchaseOutcome. `complete_purchase` itself leaves an unpaid session pending.
+    """
     event_type = event["type"]
     if event_type not in HANDLED_TYPES:
         return None
@@ -194,45 +188,10 @@ def _apply(session: Any, event: dict[str, Any]) -> _Effect | None:
 
     obj = event["data"]["object"]
     if event_type in COMPLETE_TYPES:
-        if event_type == "checkout.session.completed" and obj.get("payment_status") not in (
-            SETTLED_PAYMENT_STATUSES
-        ):
-            return _Effect(action="left pending: payment not settled yet", purchase_id=_purchase_ref(obj))
-        outcome = purchases.complete_purchase(session, obj)
-        return _Effect(
-            action=_describe(outcome, "completed"), purchase_id=_outcome_id(outcome), receipt=outcome
-        )
+        return purchases.complete_purchase(session, obj)
     if event_type in FAIL_TYPES:
-        outcome = purchases.fail_purchase(session, obj)
-        return _Effect(action=_describe(outcome, "failed"), purchase_id=_outcome_id(outcome))
-    outcome = purchases.record_external_refund(session, obj)
-    return _Effect(action=_describe(outcome, "refund recorded"), purchase_id=_outcome_id(outcome))
-
-
-def _purchase_ref(obj: dict[str, Any]) -> str | None:
-    metadata = obj.get("metadata") or {}
-    ref = metadata.get("purchaseId") if isinstance(metadata, dict) else None
-    return str(ref) if ref else None
-
-
-def _outcome_id(outcome: Any) -> str | None:
-    for name in ("purchase_id", "id"):
-        value = getattr(outcome, name, None)
-        if value is not None:
-            return str(value)
-    purchase = getattr(outcome, "purchase", None)
-    return str(purchase.id) if purchase is not None and getattr(purchase, "id", None) else None
-
-
-def _describe(outcome: Any, default: str) -> str:
-    for name in ("action", "message", "result"):
-        value = getattr(outcome, name, None)
-        if isinstance(value, str) and value:
-            return value
-    changed = getattr(outcome, "changed", None)
-    if changed is False:
-        return f"already {default}" if not default.startswith("refund") else "refund already recorded"
-    return default
+        return purchases.fail_purchase(session, obj)
+    return purchases.record_external_refund(session, obj)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -354,10 +313,18 @@ def _run(container: Container, event: dict[str, Any], *, replay: bool = False) -
         uow.commit()
     if effect is None:
         return WebhookOutcome(event_id, event_type, "ignored", "type not handled")
-    email = "none"
-    if effect.receipt is not None:
-        email = _send_receipt(container, effect.receipt, event_id)
-    return WebhookOutcome(event_id, event_type, "processed", effect.action, effect.purchase_id, email)
+    action = effect.action + (f" ({effect.detail})" if effect.detail else "")
+    if effect.amount_mismatch:
+        log.warning(
+            "event %s: purchase %s paid %s cents, price is %s; recorded in the audit log",
+            event_id,
+            effect.purchase_id,
+            effect.received_cents,
+            effect.expected_cents,
+        )
+        action += f"; amount mismatch: paid {effect.received_cents}, price {effect.expected_cents}"
+    email = _send_receipt(container, effect, event_id) if effect.action == "completed" else "none"
+    return WebhookOutcome(event_id, event_type, "processed", action, effect.purchase_id, email)
 
 
 def _send_receipt(container: Container, outcome: Any, event_id: str) -> str:
@@ -369,9 +336,14 @@ def _send_receipt(container: Container, outcome: Any, event_id: str) -> str:
     except Exception as exc:  # noqa: BLE001 - the purchase is committed; the email is best effort
         log.error("receipt email for event %s failed: %s", event_id, _error_text(exc))
         return "failed"
-    if result is False:
+    if result is None:
         return "none"
-    return "sent" if result is not None or getattr(outcome, "newly_completed", True) else "none"
+    if not result.success:
+        log.error(
+            "receipt email for event %s (purchase %s) failed: %s", event_id, outcome.purchase_id, result.error
+        )
+        return "failed"
+    return "sent"
 
 
 def process_event(container: Container, raw_body: bytes, event: dict[str, Any]) -> WebhookOutcome:

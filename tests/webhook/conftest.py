@@ -66,7 +66,7 @@ class RunningListener:
         self.server = WebhookServer(("127.0.0.1", 0), self.container, **options)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
         self.thread.start()
-        self.client = WebhookClient(self.server.url)
+        self.client = WebhookClient(self.server.url, settings.stripe_webhook_secret_payment)
         self.stopped = False
 
     def stop(self) -> bool:

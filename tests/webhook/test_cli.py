@@ -51,7 +51,9 @@ def test_events_lists_stored_events_filtered_by_status_type_and_age(cli, session
     assert {e["id"] for e in listed} == {failed.id, processed.id, old.id}
 
     only_failed = json.loads(cli("webhook", "events", "--status", "failed", "--json").stdout)
-    assert [(e["id"], e["attempts"], e["error"]) for e in only_failed] == [(failed.id, 3, "Purchase not found")]
+    assert [(e["id"], e["attempts"], e["error"]) for e in only_failed] == [
+        (failed.id, 3, "Purchase not found")
+    ]
 
     by_type = json.loads(cli("webhook", "events", "--type", "customer.created", "--json").stdout)
     assert [e["id"] for e in by_type] == [old.id]
