@@ -362,7 +362,9 @@ def grant_access(
         session.add(purchase)
         try:
             session.flush()
-        except IntegrityError:
+        except IntegrityError as exc:
+            if "uq_content_purchases_live" not in str(exc.orig):
+                raise
             raise Conflict(
                 "Another purchase of this content by this user was recorded just now; nothing granted."
             ) from None

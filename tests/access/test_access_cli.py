@@ -178,3 +178,34 @@ def test_empty_library_says_so(cli, session) -> None:
     result = cli("access", "library", "--user", str(customer.id))
     assert result.exit_code == 0 and "has no content in their library" in result.stdout
     assert customer.email not in result.stdout
+
+
+def test_two_operators_granting_at_once_create_one_purchase(container, session) -> None:
+    import threading
+
+    from services.access import grant_access
+    from services.errors import Conflict
+
+    org, customer, content = _setup(session)
+    owner = make_owner(session)
+    session.commit()
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def grant() -> None:
+        barrier.wait()
+        try:
+            grant_access(container, customer.email, str(content.id), "race", owner.email)
+            outcomes.append("granted")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=grant) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict", "granted"]
+    session.expire_all()
+    assert len(session.scalars(select(ContentPurchase)).all()) == 1
+    assert len(session.scalars(select(AuditLog)).all()) == 1
