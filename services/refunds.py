@@ -313,6 +313,11 @@ def _stripe_refund(container: Any, purchase: ContentPurchase, operator: User, re
                 f"Payment refund failed: {message}. A refund of this purchase was already requested with "
                 "another reason or operator; rerun with the same --reason and --by to pick it up."
             ) from None
+        if getattr(exc, "code", None) == "charge_already_refunded":
+            raise ExternalServiceError(
+                f"Payment refund failed: {message}. It was refunded outside this command (in Stripe's "
+                "dashboard, or by a run over a day ago); `codex reconcile` records it here."
+            ) from None
         raise ExternalServiceError(f"Payment refund failed: {message}. Nothing was recorded.") from None
 
 

@@ -151,6 +151,7 @@ def test_stripe_refusal_is_reported_in_stripes_words(refund_cli, world) -> None:
     assert (
         "Payment refund failed: Charge ch_" in result.stderr and "has already been refunded" in result.stderr
     )
+    assert "`codex reconcile` records it here" in result.stderr
     assert world.reload(purchase).refunded_at is None
 
 
