@@ -116,6 +116,12 @@ class WebhookServer(ThreadingHTTPServer):
             self._connections[handler] = busy
             return True
 
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests started and not finished (their after-answer work, like the receipt, included)."""
+        with self._lock:
+            return sum(1 for busy in self._connections.values() if busy)
+
     def untrack(self, handler: WebhookRequestHandler) -> None:
         with self._lock:
             self._connections.pop(handler, None)
@@ -181,7 +187,7 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
             self.server.untrack(self)
 
     def handle_one_request(self) -> None:
-        self._started = 0.0
+        self._started = self._answered = 0.0
         self._status = 0
         self._event_id = "-"
         self._event_type = "-"
@@ -283,7 +289,7 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
             return
         self._event_id, self._event_type = event["id"], event["type"]
         try:
-            outcome = webhooks.process_event(self.server.container, body, event)
+            outcome = webhooks.process_event(self.server.container, body, event, defer_receipt=True)
         except webhooks.WebhookHandlingFailed as exc:
             self._outcome = "failed"
             log.error("%s", exc)
@@ -304,9 +310,12 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
         self._outcome = outcome.outcome
         if outcome.outcome == "processed":
             self._outcome += ":" + outcome.action.split(" ", 1)[0].rstrip(";")
-        if outcome.email == "failed":
-            self._outcome += "+email-failed"
-        self._send_json(HTTPStatus.OK, {"received": True, "outcome": outcome.outcome})
+        try:
+            self._send_json(HTTPStatus.OK, {"received": True, "outcome": outcome.outcome})
+        finally:
+            # The purchase is committed and Stripe has its answer; the receipt cannot change either.
+            if webhooks.send_deferred_receipt(self.server.container, outcome).email == "failed":
+                self._outcome += "+email-failed"
 
     def handle_expect_100(self) -> bool:
         # Refuse an oversized body before the client sends it.
@@ -389,6 +398,7 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
         self.wfile.flush()
+        self._answered = time.perf_counter()
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._status = int(code)
@@ -401,7 +411,9 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
         log.debug("%s: " + format, self.client_address[0], *args)
 
     def _log_access(self) -> None:
-        elapsed = (time.perf_counter() - self._started) * 1000 if self._started else 0.0
+        # Time to the answer (what Stripe waits for); work after it, like the receipt email, is not counted.
+        end = self._answered or time.perf_counter()
+        elapsed = (end - self._started) * 1000 if self._started else 0.0
         method = getattr(self, "command", "") or "-"
         path = (getattr(self, "path", "") or "-").split("?", 1)[0][:200]
         access_log.info(

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +64,8 @@ class WebhookOutcome:
     outcome: str
     action: str
     purchase_id: str | None = None
-    email: str = "none"  # none | sent | failed
+    email: str = "none"  # none | sent | failed | deferred (call send_deferred_receipt)
+    receipt: Any = field(default=None, repr=False, compare=False)  # the PurchaseOutcome, while deferred
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,9 @@ def _record_failure(container: Container, event: dict[str, Any], error: str) -> 
         uow.commit()
 
 
-def _run(container: Container, event: dict[str, Any], *, replay: bool = False) -> WebhookOutcome:
+def _run(
+    container: Container, event: dict[str, Any], *, replay: bool = False, defer_receipt: bool = False
+) -> WebhookOutcome:
     """Insert-or-lock the event row, apply the effect and mark it done, in one transaction.
 
     A new event is inserted already marked done: if the effect fails, the whole transaction rolls
@@ -323,8 +326,20 @@ def _run(container: Container, event: dict[str, Any], *, replay: bool = False) -
             effect.expected_cents,
         )
         action += f"; amount mismatch: paid {effect.received_cents}, price {effect.expected_cents}"
-    email = _send_receipt(container, effect, event_id) if effect.action == "completed" else "none"
-    return WebhookOutcome(event_id, event_type, "processed", action, effect.purchase_id, email)
+    outcome = WebhookOutcome(event_id, event_type, "processed", action, effect.purchase_id)
+    if effect.action != "completed":
+        return outcome
+    if defer_receipt:
+        return replace(outcome, email="deferred", receipt=effect)
+    return replace(outcome, email=_send_receipt(container, effect, event_id))
+
+
+def send_deferred_receipt(container: Container, outcome: WebhookOutcome) -> WebhookOutcome:
+    """Send the receipt of an outcome returned with `email="deferred"` (the listener does it after
+    answering Stripe, so the email's latency is not Stripe's); a failure is logged, never raised."""
+    if outcome.email != "deferred":
+        return outcome
+    return replace(outcome, email=_send_receipt(container, outcome.receipt, outcome.event_id), receipt=None)
 
 
 def _send_receipt(container: Container, outcome: Any, event_id: str) -> str:
@@ -346,13 +361,17 @@ def _send_receipt(container: Container, outcome: Any, event_id: str) -> str:
     return "sent"
 
 
-def process_event(container: Container, raw_body: bytes, event: dict[str, Any]) -> WebhookOutcome:
+def process_event(
+    container: Container, raw_body: bytes, event: dict[str, Any], *, defer_receipt: bool = False
+) -> WebhookOutcome:
     """Apply one verified delivery exactly once; WebhookHandlingFailed (answer 5xx) when it failed.
 
     `raw_body` is the verified request body; the parsed `event` is what gets stored and applied.
+    The receipt email goes out after the commit: here, or with `defer_receipt` through
+    `send_deferred_receipt` once the caller has answered.
     """
     del raw_body  # the stored payload is the parsed event (JSONB); the signature was checked on the bytes
-    return _run(container, event)
+    return _run(container, event, defer_receipt=defer_receipt)
 
 
 def replay_event(container: Container, event_id: str) -> WebhookOutcome:

@@ -69,6 +69,14 @@ class RunningListener:
         self.client = WebhookClient(self.server.url, settings.stripe_webhook_secret_payment)
         self.stopped = False
 
+    def settle(self) -> None:
+        """Wait until the requests already answered have finished their after-answer work (receipts)."""
+        for _ in range(1000):
+            if self.server.requests_in_flight == 0:
+                return
+            time.sleep(0.01)
+        raise AssertionError("requests still in flight after 10 s")
+
     def stop(self) -> bool:
         if self.stopped:
             return True

@@ -78,6 +78,7 @@ def test_paid_checkout_completes_the_purchase_and_emails_a_receipt(
     assert row.stripe_payment_intent_id == stripe_standin.session(checkout["id"])["payment_intent"]
     stored = event_row(listener.container, event["id"])
     assert stored.status == StripeEventStatus.processed and stored.attempts == 1 and stored.error is None
+    listener.settle()
     [message] = outbox.messages()
     assert message.to == email and "Deep Work" in message.text
 
@@ -90,6 +91,7 @@ def test_duplicate_delivery_completes_once_and_sends_one_email(
     assert webhook.post(event).json()["outcome"] == "processed"
     again = webhook.post(event)
     assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    listener.settle()
     assert len(outbox.messages()) == 1
     assert event_row(listener.container, event["id"]).attempts == 1
 
@@ -115,6 +117,7 @@ def test_simultaneous_deliveries_of_one_event_complete_once_with_one_email(
     assert [a.status_code for a in answers] == [200] * 8
     assert sorted(a.json()["outcome"] for a in answers) == ["duplicate"] * 7 + ["processed"]
     assert purchase_row(listener.container, purchase_id).status == PurchaseStatus.completed
+    listener.settle()
     assert len(outbox.messages()) == 1
     assert event_row(listener.container, event["id"]).attempts == 1
 
@@ -129,12 +132,14 @@ def test_completed_but_unpaid_stays_pending_until_the_async_payment_succeeds(
     assert webhook.post(unpaid).status_code == 200
     assert purchase_row(listener.container, purchase_id).status == PurchaseStatus.pending
     assert event_row(listener.container, unpaid["id"]).status == StripeEventStatus.processed
+    listener.settle()
     assert outbox.messages() == []
 
     stripe_standin.mark_async_payment(checkout["id"], succeeded=True, emit_event=False)
     settled = stripe_standin.event_for_session("checkout.session.async_payment_succeeded", checkout["id"])
     assert webhook.post(settled).status_code == 200
     assert purchase_row(listener.container, purchase_id).status == PurchaseStatus.completed
+    listener.settle()
     assert len(outbox.messages()) == 1
 
 
@@ -173,6 +178,7 @@ def test_out_of_order_events_never_undo_a_completion_nor_email_twice(
 
     row = purchase_row(listener.container, purchase_id)
     assert row.status == PurchaseStatus.completed and row.refunded_at is None
+    listener.settle()
     assert len(outbox.messages()) == 1
 
 
@@ -213,6 +219,7 @@ def test_event_for_a_purchase_not_committed_yet_is_500_then_succeeds_on_retry(
     stored = event_row(listener.container, event["id"])
     assert stored.status == StripeEventStatus.processed and stored.attempts == 2 and stored.error is None
     assert purchase_row(listener.container, purchase_id).status == PurchaseStatus.completed
+    listener.settle()
     assert len(outbox.messages()) == 1
 
 
@@ -237,6 +244,7 @@ def test_handler_failure_rolls_the_effect_back_and_keeps_the_failed_attempt(
     assert purchase_row(listener.container, purchase_id).status == PurchaseStatus.pending  # rolled back
     stored = event_row(listener.container, event["id"])
     assert stored.status == StripeEventStatus.failed and "audit log is read-only" in stored.error
+    listener.settle()
     assert outbox.messages() == []
 
     with psycopg.connect(pg.url(db_name), autocommit=True) as conn:
@@ -266,6 +274,7 @@ def test_database_down_then_back_the_retried_delivery_completes(
     assert webhook.post(event).status_code == 200
     assert purchase_row(listener.container, purchase_id).status == PurchaseStatus.completed
     assert event_row(listener.container, event["id"]).attempts == 1
+    listener.settle()
     assert len(outbox.messages()) == 1
 
 
@@ -283,5 +292,6 @@ def test_failed_receipt_email_is_logged_and_still_answers_200(
     assert response.status_code == 200 and response.json()["outcome"] == "processed"
     assert purchase_row(listener.container, purchase_id).status == PurchaseStatus.completed
     assert resend_server.emails == []
+    listener.settle()
     assert any("receipt email" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
     assert WEBHOOK_SECRET not in caplog.text
