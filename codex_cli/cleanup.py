@@ -44,7 +44,8 @@ def human_bytes(n: int) -> str:
 class _Display:
     """A spinner with running counts on a terminal; silent otherwise. Paused while a question is asked."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, err: bool = False) -> None:
+        self.err = err  # with --json, questions and the plan go to stderr so stdout stays one document
         self.progress: Any = None
         if enabled:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -75,12 +76,12 @@ class _Display:
         if self.progress is not None:
             self.progress.console.print(line, markup=False, highlight=False)
         else:
-            typer.echo(line)
+            typer.echo(line, err=self.err)
 
     def ask(self, question: str) -> bool:
         if self.progress is not None:
             self.progress.stop()
-        answer = typer.confirm(question, default=False)
+        answer = typer.confirm(question, default=False, err=self.err)
         if self.progress is not None:
             self.progress.start()
         return answer
@@ -109,7 +110,7 @@ def orphans(
 
     threshold = parse_duration(older_than)
     _require_confirmation_possible(yes, dry_run)
-    display = _Display(enabled=is_tty() and not json_output)
+    display = _Display(enabled=is_tty() and not json_output, err=json_output)
 
     def ask(plan: CleanupPlan) -> bool:
         if plan.empty:
@@ -190,6 +191,7 @@ def sessions(dry_run: DryRunOpt = False, yes: YesOpt = False, json_output: JsonO
             f"Delete {found.expired_sessions:,} expired sessions and "
             f"{found.expired_verification_tokens:,} expired verification tokens?",
             default=False,
+            err=json_output,
         )
 
     result = cleanup_sessions(container(), dry_run=dry_run, confirm=None if yes else ask)
