@@ -31,8 +31,12 @@ def listen(
     port: Annotated[
         int, typer.Option("--port", help="Port to bind; 0 picks a free one.", min=0, max=65535)
     ] = (8787),
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes accepting requests (use the number of cores).", min=1)
+    ] = 1,
     max_concurrent: Annotated[
-        int, typer.Option("--max-concurrent", help="Requests handled at once; more get 503.", min=1)
+        int,
+        typer.Option("--max-concurrent", help="Requests handled at once per worker; more get 503.", min=1),
     ] = 64,
     json_output: JsonOpt = False,
 ) -> None:
@@ -58,15 +62,23 @@ def listen(
 
     try:
         drained = run_listener(
-            container(), host=host, port=port, on_ready=ready, max_concurrent_requests=max_concurrent
+            container(),
+            host=host,
+            port=port,
+            on_ready=ready,
+            workers=workers,
+            max_concurrent_requests=max_concurrent,
         )
     finally:
         webhook_log.removeHandler(handler)
         webhook_log.propagate = True
     if json_output:
         print_json_line({"stopped": True, "drained": drained})
-    else:
-        typer.echo("Stopped." if drained else "Stopped; some requests were still running.", err=not drained)
+    if not drained:
+        typer.echo("Stopped, but not cleanly: a worker failed or requests were still running.", err=True)
+        raise typer.Exit(1)
+    if not json_output:
+        typer.echo("Stopped.")
 
 
 @app.command()

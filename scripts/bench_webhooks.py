@@ -1,11 +1,18 @@
 """Throughput and latency of `codex webhook listen` on PostgreSQL, then an exactly-once check.
 
 Signed `checkout.session.completed` events for distinct pending purchases (plus deliberate duplicates
-sent right behind their originals) go to a listener subprocess from N concurrent keep-alive clients
-over loopback. The peer, measured in the same run with the same clients, is a trivial stdlib HTTP
-server that answers 200 without any database work: the ceiling of this machine and client.
+sent right behind their originals, so they often race) go over loopback to a listener subprocess
+backed by its own temporary PostgreSQL, from 50 keep-alive clients, twice:
+- saturation: every client sends its next event as soon as it has an answer (closed loop): the most
+  events/s the listener sustains; with 50 clients always waiting, latency is ~50 / throughput;
+- paced: the same 50 clients together offer --rate events/s (open loop, 300 by default); latency
+  counts from each event's scheduled send time, so falling behind shows up in p99.
+The peer, measured in the same run with the same clients, is a trivial stdlib HTTP server that
+answers 200 without any work: the ceiling of this machine and client. Afterwards: every purchase
+completed exactly once, one event row each, one receipt email each, every duplicate answered
+`duplicate`, nothing lost.
 
-Usage: python scripts/bench_webhooks.py [--events 3000] [--clients 50] [--duplicate-every 10]
+Usage: python scripts/bench_webhooks.py [--events 3000] [--clients 50] [--rate 300] [--duplicate-every 10]
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ TRIVIAL_SERVER = textwrap.dedent(
         def log_message(self, *args):
             pass
 
+    ThreadingHTTPServer.request_queue_size = 128  # as the listener's, so 50 connects never overflow
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(json.dumps({"listening": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
@@ -103,23 +111,41 @@ class Run:
         )
 
 
-def fire(name: str, base_url: str, bodies: list[bytes], clients: int) -> Run:
-    """Send every body once from `clients` keep-alive connections; record status, outcome, latency."""
+def fire(name: str, base_url: str, bodies: list[bytes], clients: int, rate: float | None = None) -> Run:
+    """Send every body once from `clients` keep-alive connections; record status, outcome, latency.
+
+    Without `rate`, each client sends its next body as soon as it has an answer. With `rate`, body j
+    is due at start + j / rate (client j % clients sends it) and latency counts from that moment.
+    """
     host, port = base_url.removeprefix("http://").split(":")
-    jobs: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-    for body in bodies:
-        jobs.put(body)
-    for _ in range(clients):
-        jobs.put(None)
     run = Run(name)
     lock = threading.Lock()
     start_gate = threading.Barrier(clients + 1)
+    shared: queue.SimpleQueue[tuple[int, bytes]] = queue.SimpleQueue()
+    for item in enumerate(bodies):
+        shared.put(item)
+    start = 0.0
 
-    def worker() -> None:
+    def jobs(worker: int):  # type: ignore[no-untyped-def]
+        if rate is None:
+            while True:
+                try:
+                    yield shared.get_nowait()
+                except queue.Empty:
+                    return
+        else:
+            yield from ((j, bodies[j]) for j in range(worker, len(bodies), clients))
+
+    def worker(index: int) -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         mine: list[tuple[float, int, str]] = []
         start_gate.wait()
-        while (body := jobs.get()) is not None:
+        for j, body in jobs(index):
+            due = start + j / rate if rate else 0.0
+            if rate:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
             headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body)}
             t0 = time.perf_counter()
             try:
@@ -133,7 +159,7 @@ def fire(name: str, base_url: str, bodies: list[bytes], clients: int) -> Run:
                 with lock:
                     run.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            elapsed = time.perf_counter() - t0
+            elapsed = time.perf_counter() - (due if rate else t0)
             outcome = json.loads(data).get("outcome", "-") if status == 200 else "-"
             mine.append((elapsed, status, outcome))
         conn.close()
@@ -143,14 +169,14 @@ def fire(name: str, base_url: str, bodies: list[bytes], clients: int) -> Run:
                 run.statuses[status] = run.statuses.get(status, 0) + 1
                 run.outcomes[outcome] = run.outcomes.get(outcome, 0) + 1
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
+    start = time.perf_counter() + 0.05  # every worker reads `start` after the gate
     start_gate.wait()
-    t0 = time.perf_counter()
     for t in threads:
         t.join()
-    run.seconds = time.perf_counter() - t0
+    run.seconds = time.perf_counter() - start
     return run
 
 
@@ -166,13 +192,20 @@ def start_process(
     return proc, json.loads(line)["listening"]
 
 
-def stop_process(proc: subprocess.Popen) -> int:
+def stop_process(proc: subprocess.Popen) -> tuple[int, float]:
+    """SIGTERM, wait; (exit code, CPU seconds the process used)."""
     proc.terminate()
-    try:
-        return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        time.sleep(0.05)
+    proc.kill()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def seed(url: str, count: int) -> list[dict]:
@@ -274,17 +307,32 @@ def event_for(session: dict) -> bytes:
     return json.dumps(event).encode()
 
 
+def with_duplicates(sessions: list[dict], every: int) -> tuple[list[bytes], int]:
+    bodies: list[bytes] = []
+    duplicates = 0
+    for i, session in enumerate(sessions):
+        body = event_for(session)
+        bodies.append(body)
+        if every and i % every == 0:
+            bodies.append(body)  # right behind its original: often handled at the same moment
+            duplicates += 1
+    return bodies, duplicates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=3000, help="distinct purchases/events")
+    parser.add_argument("--events", type=int, default=3000, help="distinct purchases per run")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=300.0, help="offered events/s of the paced run")
     parser.add_argument(
         "--duplicate-every", type=int, default=10, help="send every Nth event twice (0: none)"
     )
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--workers", default="1,2", help="listener worker counts to measure, e.g. 1,2")
     args = parser.parse_args()
+    configs = [int(w) for w in args.workers.split(",")]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -292,88 +340,118 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp_dir:
         tmp = Path(tmp_dir)
+        tmp.chmod(0o755)  # pgserver runs PostgreSQL as its own user when we are root
         server = pgserver.get_server(tmp / "pgdata", cleanup_mode="delete")
         try:
             server.psql("CREATE DATABASE bench;")
             url = server.get_uri().replace("/postgres?", "/bench?", 1)
+            per_config = args.warmup + 2 * args.events
             t0 = time.perf_counter()
-            sessions = seed(url, args.warmup + args.events)
+            sessions = seed(url, per_config * len(configs))
             print(f"seeded {len(sessions)} pending purchases in {time.perf_counter() - t0:.1f} s")
-            warmup, measured = sessions[: args.warmup], sessions[args.warmup :]
-
-            bodies: list[bytes] = []
-            duplicates = 0
-            for i, session in enumerate(measured):
-                body = event_for(session)
-                bodies.append(body)
-                if args.duplicate_every and i % args.duplicate_every == 0:
-                    bodies.append(body)  # right behind its original: often handled at the same moment
-                    duplicates += 1
 
             env = {k: v for k, v in os.environ.items() if k not in CODEX_ENV}
             home = tmp / "home"
             env.update(DATABASE_URL=url, CODEX_HOME=str(home), STRIPE_WEBHOOK_SECRET_PAYMENT=SECRET)
+            load = Path("/proc/loadavg").read_text().split()[:3]
+            print(f"load average before the runs: {' '.join(load)} on {os.cpu_count()} cores (shared)")
 
+            def plan(chunk: list[dict]) -> tuple[list[bytes], list[bytes], int, list[bytes], int]:
+                warmup = [event_for(s) for s in chunk[: args.warmup]]
+                sat, sat_dups = with_duplicates(
+                    chunk[args.warmup : args.warmup + args.events], args.duplicate_every
+                )
+                paced, paced_dups = with_duplicates(chunk[args.warmup + args.events :], args.duplicate_every)
+                return warmup, sat, sat_dups, paced, paced_dups
+
+            # The peer gets the same shapes of traffic (its bodies are never applied anywhere).
+            warmup, sat_bodies, dups, paced_bodies, _ = plan(sessions[:per_config])
             peer, peer_url = start_process([sys.executable, "-c", TRIVIAL_SERVER], env, tmp, tmp / "peer.log")
             try:
-                fire("warm-up peer", peer_url, [event_for(s) for s in warmup], args.clients)
-                peer_run = fire("peer: stdlib server, 200, no DB", peer_url, bodies, args.clients)
+                fire("warm-up", peer_url, warmup, args.clients)
+                peer_sat = fire("peer, saturation", peer_url, sat_bodies, args.clients)
+                peer_paced = fire(
+                    f"peer, paced {args.rate:.0f}/s", peer_url, paced_bodies, args.clients, args.rate
+                )
             finally:
                 stop_process(peer)
 
-            listener, listener_url = start_process(
-                [sys.executable, "-m", "codex_cli", "webhook", "listen", "--port", "0", "--json"],
-                env,
-                tmp,
-                tmp / "listener.log",
+            print(
+                f"{args.events} events + {dups} duplicates per run; {args.clients} keep-alive clients over "
+                "loopback; a temporary PostgreSQL (pgserver, Unix socket); receipts to the outbox folder"
             )
-            try:
-                warm = fire("warm-up listener", listener_url, [event_for(s) for s in warmup], args.clients)
+            print("  " + peer_sat.line())
+            print("  " + peer_paced.line())
+            problems: list[str] = []
+            for index, workers in enumerate(configs):
+                chunk = sessions[index * per_config : (index + 1) * per_config]
+                warmup, sat_bodies, sat_dups, paced_bodies, paced_dups = plan(chunk)
+                listener, listener_url = start_process(
+                    [sys.executable, "-m", "codex_cli", "webhook", "listen", "--port", "0", "--json"]
+                    + ["--workers", str(workers)],
+                    env,
+                    tmp,
+                    tmp / f"listener-{workers}.log",
+                )
+                try:
+                    warm = fire("warm-up", listener_url, warmup, args.clients)
+                    sat = fire(f"listener x{workers}, saturation", listener_url, sat_bodies, args.clients)
+                    time.sleep(1)  # let the saturation run's receipts finish before pacing
+                    paced = fire(
+                        f"listener x{workers}, paced {args.rate:.0f}/s",
+                        listener_url,
+                        paced_bodies,
+                        args.clients,
+                        args.rate,
+                    )
+                finally:
+                    code, cpu = stop_process(listener)
+                sent = len(warmup) + len(sat_bodies) + len(paced_bodies)
+                print("  " + sat.line())
+                print("  " + paced.line())
+                print(
+                    f"    {workers} worker(s): saturation {sat.rate:.0f} events/s = "
+                    f"{sat.rate / peer_sat.rate:.2f}x the peer; at {args.rate:.0f}/s offered: "
+                    f"p50 {paced.pct(50):.1f} ms, p99 {paced.pct(99):.1f} ms "
+                    f"(peer p99 {peer_paced.pct(99):.1f} ms); "
+                    f"CPU {cpu / sent * 1000:.2f} ms/request in the listener (PostgreSQL not included); "
+                    f"exit {code} after SIGTERM"
+                )
+                print(
+                    f"    targets: >= 300 events/s {'met' if sat.rate >= 300 else 'MISSED'}; p99 < 100 ms at "
+                    f"{args.rate:.0f}/s {'met' if paced.pct(99) < 100 else 'MISSED'}"
+                )
                 if warm.statuses.get(200) != len(warmup):
-                    print(f"warm-up answers: {warm.statuses} {warm.outcomes} {warm.errors[:3]}")
-                for path in (home / "outbox").glob("*.eml"):
-                    path.unlink()
-                run = fire("codex webhook listen (PostgreSQL)", listener_url, bodies, args.clients)
-            finally:
-                code = stop_process(listener)
-            print(f"{len(measured)} events + {duplicates} duplicates sent on purpose; {args.clients} clients")
-            print(peer_run.line())
-            print(run.line())
-            print(
-                f"ratio listener/peer: throughput {run.rate / peer_run.rate:.2f}x, "
-                f"p99 {run.pct(99) / max(peer_run.pct(99), 1e-9):.1f}x"
-            )
-            print(
-                f"targets: >= 300 events/s {'met' if run.rate >= 300 else 'MISSED'}; "
-                f"p99 < 100 ms {'met' if run.pct(99) < 100 else 'MISSED'}; listener exit code {code}"
-            )
-            # Warm-up purchases completed too; count only what the measured run must have done.
-            problems = verify_measured(url, home, measured, warmup, run, duplicates)
+                    problems.append(f"x{workers} warm-up answers {warm.statuses}")
+                for run, dups_sent in ((sat, sat_dups), (paced, paced_dups)):
+                    print(
+                        f"    verify {run.name}: answers {dict(sorted(run.statuses.items()))} "
+                        f"{dict(sorted(run.outcomes.items()))}, transport errors {len(run.errors)}"
+                    )
+                    if run.statuses.get(200, 0) != args.events + dups_sent or run.errors:
+                        problems.append(f"{run.name}: not every delivery answered 200")
+                    if (
+                        run.outcomes.get("processed", 0) != args.events
+                        or run.outcomes.get("duplicate") != dups_sent
+                    ):
+                        problems.append(f"{run.name}: want {args.events} processed and {dups_sent} duplicate")
+                if code != 0:
+                    problems.append(f"listener x{workers} exited {code} after SIGTERM")
+
+            problems += verify_all(url, len(sessions))
+            emails = len(list((home / "outbox").glob("*.eml")))
+            print(f"verify: receipt emails {emails} for {len(sessions)} purchases")
+            if emails != len(sessions):
+                problems.append(f"{emails} emails for {len(sessions)} purchases")
             if problems:
                 print("EXACTLY-ONCE FAILED: " + "; ".join(problems))
-                print((tmp / "listener.log").read_text()[-3000:])
                 raise SystemExit(1)
-            print("exactly-once: OK (zero lost, zero applied twice, one email per purchase)")
+            print(
+                "exactly-once: OK (zero lost, zero applied twice, one email per purchase, "
+                "every duplicate answered `duplicate`)"
+            )
         finally:
             server.cleanup()
-
-
-def verify_measured(
-    url: str, home: Path, measured: list[dict], warmup: list[dict], run: Run, duplicates: int
-) -> list[str]:
-    problems = verify_all(url, len(measured) + len(warmup))
-    emails = len(list((home / "outbox").glob("*.eml")))
-    print(
-        f"verify: answers {dict(sorted(run.statuses.items()))} {dict(sorted(run.outcomes.items()))}; "
-        f"transport errors {len(run.errors)}; receipt emails in the measured run {emails}"
-    )
-    if emails != len(measured):
-        problems.append(f"{emails} emails for {len(measured)} purchases")
-    if run.statuses.get(200, 0) != len(measured) + duplicates or run.errors:
-        problems.append(f"not every delivery answered 200 ({run.statuses}, {len(run.errors)} errors)")
-    if run.outcomes.get("processed", 0) != len(measured) or run.outcomes.get("duplicate", 0) != duplicates:
-        problems.append(f"outcomes {run.outcomes}: want {len(measured)} processed, {duplicates} duplicate")
-    return problems
 
 
 def verify_all(url: str, total: int) -> list[str]:
@@ -386,13 +464,13 @@ def verify_all(url: str, total: int) -> list[str]:
     engine = make_engine(url)
     with engine.connect() as conn:
 
-        def count(*where):  # type: ignore[no-untyped-def]
-            return conn.scalar(select(func.count()).select_from(where[0].table).where(*where))
+        def count(model, *where):  # type: ignore[no-untyped-def]
+            return conn.scalar(select(func.count()).select_from(model).where(*where))
 
-        completed = count(m.ContentPurchase.status == m.PurchaseStatus.completed)
-        processed = count(m.StripeEvent.status == m.StripeEventStatus.processed)
-        other = count(m.StripeEvent.status != m.StripeEventStatus.processed)
-        twice = count(m.StripeEvent.attempts != 1)
+        completed = count(m.ContentPurchase, m.ContentPurchase.status == m.PurchaseStatus.completed)
+        processed = count(m.StripeEvent, m.StripeEvent.status == m.StripeEventStatus.processed)
+        other = count(m.StripeEvent, m.StripeEvent.status != m.StripeEventStatus.processed)
+        twice = count(m.StripeEvent, m.StripeEvent.attempts != 1)
     engine.dispose()
     print(
         f"verify: purchases completed {completed}/{total}; event rows processed {processed}, other {other}, "

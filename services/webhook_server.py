@@ -434,27 +434,37 @@ def run_listener(
     host: str = "127.0.0.1",
     port: int = 8787,
     on_ready: Callable[[WebhookServer], None] | None = None,
+    workers: int = 1,
     **options: Any,
 ) -> bool:
     """Serve until SIGINT/SIGTERM, then stop accepting and finish the requests in flight.
 
-    Refuses to start without STRIPE_WEBHOOK_SECRET_PAYMENT. Returns True when the drain was clean.
+    With `workers` > 1, that many forked processes accept on the one listening socket (Python runs
+    one thread at a time per process; the work per event is mostly Python). Refuses to start without
+    STRIPE_WEBHOOK_SECRET_PAYMENT. Returns True when every request in flight finished.
     """
-    from services.errors import ConfigurationError
+    from services.errors import ConfigurationError, ValidationError
 
     if not container.settings.stripe_webhook_secret_payment:
         raise ConfigurationError(
             "STRIPE_WEBHOOK_SECRET_PAYMENT is not set: the listener refuses to accept unverifiable webhooks "
             "(set it to the endpoint's signing secret, whsec_...)."
         )
+    if workers < 1:
+        raise ValidationError("--workers must be at least 1.")
     try:
         server = WebhookServer((host, port), container, **options)
     except OSError as exc:
         raise ConfigurationError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+    if workers == 1:
+        return _serve_until_signal(server, on_ready)
+    return _serve_with_workers(server, workers, on_ready)
+
+
+def _serve_until_signal(server: WebhookServer, on_ready: Callable[[WebhookServer], None] | None) -> bool:
     stop = threading.Event()
     previous = {}
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
+    if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     serving = threading.Thread(
@@ -473,3 +483,59 @@ def run_listener(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return drained
+
+
+def _serve_with_workers(
+    server: WebhookServer, workers: int, on_ready: Callable[[WebhookServer], None] | None
+) -> bool:
+    """Pre-fork: the parent binds, forks the workers, closes its copy of the socket and supervises.
+
+    SIGINT/SIGTERM go on to every worker, which drains like a single listener. A worker that dies
+    on its own stops the others (the process manager restarts the whole listener).
+    """
+    import os
+
+    # Several processes accept on one socket: the ones that lose a connection must not block.
+    server.socket.setblocking(False)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: list[int] = []
+    clean = True
+    try:
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 1
+                try:
+                    if "engine" in server.container.__dict__:
+                        server.container.engine.dispose(close=False)  # never share the parent's sockets
+                    code = 0 if _serve_until_signal(server, None) else 1
+                except BaseException:  # noqa: BLE001 - report, then leave with a failure code
+                    log.exception("webhook worker %s failed", os.getpid())
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+            children.append(pid)
+        server.socket.close()
+        if on_ready is not None:
+            on_ready(server)
+        alive = set(children)
+        while alive and not stop.is_set():
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid:
+                alive.discard(pid)
+                log.error("webhook worker %s exited on its own (status %s); stopping", pid, status)
+                clean = False
+                break
+            stop.wait(0.2)
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(pid, 0)
+                clean = clean and os.waitstatus_to_exitcode(status) == 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return clean

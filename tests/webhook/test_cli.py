@@ -172,3 +172,44 @@ def test_listen_process_stops_on_sigint_too(settings, tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_listen_with_two_workers_serves_and_all_exit_0_on_sigterm(settings, tmp_path) -> None:
+    stderr_path = tmp_path / "listener.log"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "codex_cli",
+                "webhook",
+                "listen",
+                "--port",
+                "0",
+                "--workers",
+                "2",
+                "--json",
+            ],
+            cwd=tmp_path,
+            env=_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        try:
+            ready = json.loads(proc.stdout.readline())
+            client = WebhookClient(ready["listening"])
+            events = [make_event("customer.created", {"id": f"cus_{i}"}) for i in range(6)]
+            assert [client.post(e).json()["outcome"] for e in events] == ["ignored"] * 6
+            assert client.post(events[0]).json()["outcome"] == "duplicate"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert json.loads(proc.stdout.read().splitlines()[-1]) == {"stopped": True, "drained": True}
+    try:
+        requests.get(ready["listening"] + "/health", timeout=5)
+        raise AssertionError("a worker still answers after the listener stopped")
+    except requests.ConnectionError:
+        pass
