@@ -289,3 +289,25 @@ def test_stop_refuses_new_connections_and_finishes_the_request_in_flight(start_l
     listener.thread.join()
     listener.stopped = True
     listener.container.close()
+
+
+def test_connections_beyond_the_cap_get_503(start_listener) -> None:
+    listener = start_listener(max_connections=1)
+    idle = socket.create_connection(("127.0.0.1", listener.server.port), timeout=10)
+    try:
+        for _ in range(200):  # until the idle connection has been accepted
+            if listener.server._connections:
+                break
+            time.sleep(0.01)
+        refused = requests.get(listener.client.url + "/health", timeout=10)
+        assert refused.status_code == 503 and refused.json()["error"] == "too many connections"
+    finally:
+        idle.close()
+
+
+def test_a_client_that_stops_sending_is_disconnected(start_listener) -> None:
+    slow_listener = start_listener(connection_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", slow_listener.server.port), timeout=10) as slow:
+        slow.sendall(b"POST /webhooks/stripe/payment HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        assert slow.recv(1024) == b""  # closed by the listener, not answered
+    assert slow_listener.client.get("/health").status_code == 200
