@@ -111,7 +111,7 @@ class WebhookServer(ThreadingHTTPServer):
     def track(self, handler: WebhookRequestHandler, busy: bool) -> bool:
         """Record whether a connection is handling a request; False when a new request must not start."""
         with self._lock:
-            if busy and self.stopping:
+            if self.stopping and (busy or handler not in self._connections):
                 return False
             self._connections[handler] = busy
             return True
@@ -178,7 +178,8 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
 
     def handle(self) -> None:
         self.close_connection = True
-        self.server.track(self, busy=False)
+        if not self.server.track(self, busy=False):
+            return  # accepted just as the listener began to stop
         try:
             self.handle_one_request()
             while not self.close_connection:
