@@ -5,14 +5,15 @@ sent right behind their originals, so they often race) go over loopback to a lis
 backed by its own temporary PostgreSQL, from 50 keep-alive clients, twice:
 - saturation: every client sends its next event as soon as it has an answer (closed loop): the most
   events/s the listener sustains; with 50 clients always waiting, latency is ~50 / throughput;
-- paced: the same 50 clients together offer --rate events/s (open loop, 300 by default); latency
-  counts from each event's scheduled send time, so falling behind shows up in p99.
+- paced: the same 50 clients together offer --rate events/s (open loop, 300 by default), then half
+  the measured saturation rate; latency counts from each event's scheduled send time, so falling
+  behind shows up in p99.
 The peer, measured in the same run with the same clients, is a trivial stdlib HTTP server that
 answers 200 without any work: the ceiling of this machine and client. Afterwards: every purchase
 completed exactly once, one event row each, one receipt email each, every duplicate answered
 `duplicate`, nothing lost.
 
-Usage: python scripts/bench_webhooks.py [--events 3000] [--clients 50] [--rate 300] [--duplicate-every 10]
+Usage: python scripts/bench_webhooks.py [--events 2000] [--clients 50] [--rate 300] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=3000, help="distinct purchases per run")
+    parser.add_argument("--events", type=int, default=2000, help="distinct purchases per run")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rate", type=float, default=300.0, help="offered events/s of the paced run")
     parser.add_argument(
@@ -345,7 +346,7 @@ def main() -> None:
         try:
             server.psql("CREATE DATABASE bench;")
             url = server.get_uri().replace("/postgres?", "/bench?", 1)
-            per_config = args.warmup + 2 * args.events
+            per_config = args.warmup + 3 * args.events
             t0 = time.perf_counter()
             sessions = seed(url, per_config * len(configs))
             print(f"seeded {len(sessions)} pending purchases in {time.perf_counter() - t0:.1f} s")
@@ -356,16 +357,18 @@ def main() -> None:
             load = Path("/proc/loadavg").read_text().split()[:3]
             print(f"load average before the runs: {' '.join(load)} on {os.cpu_count()} cores (shared)")
 
-            def plan(chunk: list[dict]) -> tuple[list[bytes], list[bytes], int, list[bytes], int]:
+            def plan(chunk: list[dict]) -> tuple[list[bytes], list[tuple[list[bytes], int]]]:
+                """Warm-up bodies, then (bodies, duplicates) for the saturation, target and half-load runs."""
                 warmup = [event_for(s) for s in chunk[: args.warmup]]
-                sat, sat_dups = with_duplicates(
-                    chunk[args.warmup : args.warmup + args.events], args.duplicate_every
-                )
-                paced, paced_dups = with_duplicates(chunk[args.warmup + args.events :], args.duplicate_every)
-                return warmup, sat, sat_dups, paced, paced_dups
+                rest = chunk[args.warmup :]
+                runs = [
+                    with_duplicates(rest[i * args.events : (i + 1) * args.events], args.duplicate_every)
+                    for i in range(3)
+                ]
+                return warmup, runs
 
             # The peer gets the same shapes of traffic (its bodies are never applied anywhere).
-            warmup, sat_bodies, dups, paced_bodies, _ = plan(sessions[:per_config])
+            warmup, [(sat_bodies, dups), (paced_bodies, _), _] = plan(sessions[:per_config])
             peer, peer_url = start_process([sys.executable, "-c", TRIVIAL_SERVER], env, tmp, tmp / "peer.log")
             try:
                 fire("warm-up", peer_url, warmup, args.clients)
@@ -385,7 +388,9 @@ def main() -> None:
             problems: list[str] = []
             for index, workers in enumerate(configs):
                 chunk = sessions[index * per_config : (index + 1) * per_config]
-                warmup, sat_bodies, sat_dups, paced_bodies, paced_dups = plan(chunk)
+                warmup, [(sat_bodies, sat_dups), (paced_bodies, paced_dups), (half_bodies, half_dups)] = plan(
+                    chunk
+                )
                 listener, listener_url = start_process(
                     [sys.executable, "-m", "codex_cli", "webhook", "listen", "--port", "0", "--json"]
                     + ["--workers", str(workers)],
@@ -404,11 +409,21 @@ def main() -> None:
                         args.clients,
                         args.rate,
                     )
+                    time.sleep(1)
+                    half_rate = max(1.0, sat.rate / 2)
+                    half = fire(
+                        f"listener x{workers}, paced {half_rate:.0f}/s (half)",
+                        listener_url,
+                        half_bodies,
+                        args.clients,
+                        half_rate,
+                    )
                 finally:
                     code, cpu = stop_process(listener)
-                sent = len(warmup) + len(sat_bodies) + len(paced_bodies)
+                sent = len(warmup) + len(sat_bodies) + len(paced_bodies) + len(half_bodies)
                 print("  " + sat.line())
                 print("  " + paced.line())
+                print("  " + half.line())
                 print(
                     f"    {workers} worker(s): saturation {sat.rate:.0f} events/s = "
                     f"{sat.rate / peer_sat.rate:.2f}x the peer; at {args.rate:.0f}/s offered: "
@@ -423,7 +438,11 @@ def main() -> None:
                 )
                 if warm.statuses.get(200) != len(warmup):
                     problems.append(f"x{workers} warm-up answers {warm.statuses}")
-                for run, dups_sent in ((sat, sat_dups), (paced, paced_dups)):
+                print(
+                    f"    at half its saturation rate ({half.rate:.0f}/s): p50 {half.pct(50):.1f} ms, "
+                    f"p99 {half.pct(99):.1f} ms"
+                )
+                for run, dups_sent in ((sat, sat_dups), (paced, paced_dups), (half, half_dups)):
                     print(
                         f"    verify {run.name}: answers {dict(sorted(run.statuses.items()))} "
                         f"{dict(sorted(run.outcomes.items()))}, transport errors {len(run.errors)}"
