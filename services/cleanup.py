@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from services.audit import record_audit
-from services.errors import ValidationError
+from services.errors import Conflict, ValidationError
 from services.locks import advisory_lock
 from services.r2keys import THUMBNAIL_SIZES
 
@@ -512,6 +512,7 @@ class _OrphanRun:
         other order could leave a row pointing at nothing.
         """
         from sqlalchemy import text
+        from sqlalchemy.exc import IntegrityError
 
         statement = text(
             "DELETE FROM media_items m WHERE m.id IN ("
@@ -520,8 +521,16 @@ class _OrphanRun:
             " RETURNING m.r2_key, m.file_size_bytes"
         )
         while True:
-            with self.container.engine.begin() as conn:
-                rows = conn.execute(statement, {"cutoff": self.result.cutoff, "n": self.batch_size}).all()
+            try:
+                with self.container.engine.begin() as conn:
+                    rows = conn.execute(statement, {"cutoff": self.result.cutoff, "n": self.batch_size}).all()
+            except IntegrityError:
+                # content was attached to one of them between the check and the delete: the foreign key
+                # refused, the batch rolled back, nothing is lost
+                raise Conflict(
+                    "A stale upload was attached to content while cleanup ran; nothing in that batch was "
+                    "deleted. Run cleanup again."
+                ) from None
             self.result.db_queries += 1
             if not rows:
                 return
