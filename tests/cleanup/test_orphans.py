@@ -262,3 +262,11 @@ def test_local_object_store_is_cleaned_the_same_way(container, session) -> None:
     remaining = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     assert remaining == {kept_media.r2_key, "notes/todo.txt"}
     assert result.orphans_deleted == 1
+
+
+def test_declining_the_confirmation_deletes_nothing_and_audits_nothing(s3_container, session, bucket) -> None:
+    key = bucket.put(r2keys.media_original(org_id(), uuid.uuid4(), "mp4"))
+    result = cleanup_orphans(s3_container, DAY, now=later(), confirm=lambda plan: False)
+    assert result.aborted and result.orphans_found == 1 and result.orphans_deleted == 0
+    assert bucket.listed() == {key}
+    assert session.scalars(select(m.AuditLog)).all() == []
