@@ -267,12 +267,16 @@ def cleanup_orphans(
     return result
 
 
+# The page's keys as a joined set rather than `col = ANY(:keys)`: once psycopg prepares the statement
+# (5th run) PostgreSQL may switch to a generic plan, where `= ANY(param)` is a linear scan of the array
+# per row (10x slower on an unindexed column like content.thumbnail_r2_key); a join stays hashed.
 _CHECK_SQL = """
-SELECT 'k', r2_key FROM media_items WHERE r2_key = ANY(:keys)
+WITH k AS MATERIALIZED (SELECT unnest(:keys) AS key)
+SELECT 'k', m.r2_key FROM media_items m JOIN k ON m.r2_key = k.key
 UNION ALL
-SELECT 'k', thumbnail_r2_key FROM content WHERE thumbnail_r2_key = ANY(:keys)
+SELECT 'k', c.thumbnail_r2_key FROM content c JOIN k ON c.thumbnail_r2_key = k.key
 UNION ALL
-SELECT 'k', r2_key FROM resources WHERE r2_key = ANY(:keys)
+SELECT 'k', r.r2_key FROM resources r JOIN k ON r.r2_key = k.key
 UNION ALL
 SELECT 'm', id::text FROM media_items WHERE id = ANY(:media_ids) AND deleted_at IS NULL
 """
