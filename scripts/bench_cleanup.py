@@ -1,6 +1,7 @@
 """Measure `codex cleanup orphans` on a large bucket against a naive one-query-per-key cleanup.
 
 Usage: python scripts/bench_cleanup.py [--objects 100000] [--orphan-ratio 0.1] [--skip-naive]
+                                       [--store moto|local]
 
 Builds a real PostgreSQL (the test suite's embedded server, migrated) with the rows that reference
 90% of the objects (media originals + HLS + thumbnails, resources, content thumbnails) and a bucket on
@@ -13,6 +14,11 @@ Each measured run is a fresh child process, so its peak RSS is the cleanup's own
   confirmed  cleanup_orphans with a confirmation: scan + spool to a temp file, then re-check and delete
   naive      the same rules with one database lookup and one DeleteObject per key (implemented here)
 The orphans are put back between runs; after each run the script checks that exactly the orphans went.
+
+moto lists a 100,000-key bucket slowly (~0.5 s per 1,000-key page: it sorts the whole bucket for every
+page), so the table separates the time spent waiting for listing pages from the cleanup's own time.
+`--store local` runs the same three runs on the LocalObjectStore (a directory), where listing is cheap
+and the database side dominates; it has no HTTP, so requests are counted as store calls.
 
 Database round trips: statements sent (SQLAlchemy cursor executes) + BEGIN/COMMIT of each explicit
 transaction (check queries run in autocommit, one round trip each). S3 requests: botocore's
