@@ -430,6 +430,9 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
         )
 
 
+OVERRIDE_CACHE_SECONDS = 60.0
+
+
 def run_listener(
     container: Container,
     host: str = "127.0.0.1",
@@ -453,6 +456,8 @@ def run_listener(
         )
     if workers < 1:
         raise ValidationError("--workers must be at least 1.")
+    # A long-running process: read email template overrides once a minute, not once per receipt.
+    container.notifications.cache_overrides(OVERRIDE_CACHE_SECONDS)
     try:
         server = WebhookServer((host, port), container, **options)
     except OSError as exc:
