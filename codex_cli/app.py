@@ -17,7 +17,23 @@ EXIT_CODES = """Exit codes: 0 success; 1 failure (what failed is said); 2 usage 
 
 
 class CodexGroup(TyperGroup):
-    """Translates service errors into one sentence on stderr and the mapped exit code."""
+    """The root group: loads command modules on demand (see COMMANDS) and translates service errors
+    into one sentence on stderr and the mapped exit code."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            command = load_command(cmd_name)
+            self.add_command(command, cmd_name)
+        return command
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # The one-line help comes from COMMANDS, so listing them imports no command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -95,32 +111,39 @@ def root(
         logging.getLogger("pgserver").setLevel(logging.ERROR)
 
 
-# Each module exposes `register(app)`; its heavy imports stay inside its commands.
-COMMAND_MODULES = (
-    "db",
-    "config",
-    "email",
-    "seed",
-    "content",
-    "access",
-    "media",
-    "payments",
-    "webhook",
-    "refund",
-    "reconcile",
-    "cleanup",
-    "doctor",
-)
+# Command name -> (module in codex_cli, one-line help for `codex --help`). A module is imported and its
+# Typer commands are built only when one of its commands runs (or its own --help is asked for), so
+# `codex --help` and every single command stay fast. Each module exposes `register(root)`.
+# tests/test_docs.py checks that every entry loads, has help text and is in the README.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("db", "Database schema: migrations, status, drift check, connection URL."),
+    "config": ("config", "Show the effective settings (secrets masked) and which defaults are embedded."),
+    "doctor": ("doctor", "Check every part (database, buckets, Stripe, email, webhook secret, APP_URL)."),
+    "seed": ("seed", "Seed the platform: owner and organization, initial categories (idempotent)."),
+    "content": ("content", "Content catalog: create, list, show, update, publish, unpublish, delete."),
+    "media": ("media", "Media library: upload videos and audio to R2, presigned uploads, status."),
+    "access": ("access", "Who may watch what: check access, grant complimentary access, libraries."),
+    "purchases": ("access", "Purchases, newest first: list with filters, show one."),
+    "users": ("access", "Users: list with filters, show one with memberships and purchases."),
+    "email": ("email", "Email templates: list, preview, send a test, override from the database."),
+    "checkout": ("payments", "Stripe Checkout: create a payment link for a customer and content."),
+    "webhook": ("webhook", "Stripe webhooks: run the listener, inspect, replay, backfill, prune events."),
+    "refund": ("refund", "Refund a completed purchase through Stripe (30-day window), with email and audit."),
+    "reconcile": (
+        "reconcile",
+        "Find and fix purchases that drifted from Stripe (cron); exit 4 needs a person.",
+    ),
+    "cleanup": ("cleanup", "Remove what nobody uses: orphaned objects, stale uploads, expired sessions."),
+}
 
 
-def _register() -> None:
+def load_command(name: str) -> Any:
+    """Import the module behind `name` and build its click command."""
     import importlib
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"codex_cli.{name}").register(app)
-
-
-_register()
+    holder = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
+    importlib.import_module(f"codex_cli.{COMMANDS[name][0]}").register(holder)
+    return typer.main.get_group(holder).commands[name]
 
 
 def main() -> None:
