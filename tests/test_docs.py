@@ -25,7 +25,7 @@ def _commands(group, prefix: str = "codex"):  # type: ignore[no-untyped-def]
 def test_every_command_has_help_and_is_in_the_readme() -> None:
     root = typer.main.get_command(app)
     commands = list(_commands(root))
-    assert {path.split()[1] for path in commands} == set(COMMANDS)
+    assert {path.split()[1] for path, _command in commands} == set(COMMANDS)
     assert all(short.strip() for _module, short in COMMANDS.values())
     assert len(commands) >= 40
     for path, command in commands:
