@@ -471,16 +471,21 @@ def _latest_refund_id(charge: dict[str, Any]) -> str | None:
 
 
 def _receipt(db: Session, row: ContentPurchase, amount_cents: int, currency: str) -> Receipt | None:
-    customer = db.get(User, row.customer_id)
-    content = db.get(Content, row.content_id)
-    if customer is None or content is None:
+    # One round trip for what the email needs (this runs once per webhook event).
+    found = db.execute(
+        select(User.email, User.name, Content.title)
+        .select_from(User)
+        .join(Content, Content.id == row.content_id)
+        .where(User.id == row.customer_id)
+    ).first()
+    if found is None:
         return None
     return Receipt(
         purchase_id=str(row.id),
-        recipient=customer.email,
-        customer_name=customer.name,
-        content_id=str(content.id),
-        content_title=content.title,
+        recipient=found.email,
+        customer_name=found.name,
+        content_id=str(row.content_id),
+        content_title=found.title,
         amount_cents=amount_cents,
         currency=currency,
         purchase_date=row.purchased_at or datetime.now(UTC),
