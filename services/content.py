@@ -222,6 +222,15 @@ def _views(db: Any, org: Organization, rows: list[Content]) -> list[ContentView]
     ]
 
 
+def _locked(
+    container: Any, db: Any, org_ref: str, content_id: str, by: str | None
+) -> tuple[Any, Organization, Content]:
+    """The operator, the organization and the content row locked FOR UPDATE, for a change to one item."""
+    operator = resolve_operator(db, by or container.settings.codex_operator_email)
+    org = resolve_org(db, org_ref)
+    return operator, org, _content(db, org, content_id, lock=True)
+
+
 def _commit(uow: Any, org: Organization, slug: str) -> None:
     try:
         uow.commit()
@@ -351,9 +360,7 @@ def update_content(
     """Change what is given; the slug changes only with `slug` (links keep working)."""
     with container.uow() as uow:
         db = uow.session
-        operator = resolve_operator(db, by or container.settings.codex_operator_email)
-        org = resolve_org(db, org_ref)
-        row = _content(db, org, content_id, lock=True)
+        operator, org, row = _locked(container, db, org_ref, content_id, by)
         changes: dict[str, Any] = {}
         if title is not None:
             row.title = changes["title"] = _title(title)
@@ -391,9 +398,7 @@ def publish_content(container: Any, org_ref: str, content_id: str, by: str | Non
     """Published content can be bought; its media item must be `ready`."""
     with container.uow() as uow:
         db = uow.session
-        operator = resolve_operator(db, by or container.settings.codex_operator_email)
-        org = resolve_org(db, org_ref)
-        row = _content(db, org, content_id, lock=True)
+        operator, org, row = _locked(container, db, org_ref, content_id, by)
         media = db.get(MediaItem, row.media_item_id)
         if media is None or media.deleted_at is not None or media.status != MediaStatus.ready:
             shown = "deleted" if media is None or media.deleted_at else media.status.value
@@ -413,9 +418,7 @@ def unpublish_content(container: Any, org_ref: str, content_id: str, by: str | N
     """Back to draft: no new purchases; customers who bought it keep access."""
     with container.uow() as uow:
         db = uow.session
-        operator = resolve_operator(db, by or container.settings.codex_operator_email)
-        org = resolve_org(db, org_ref)
-        row = _content(db, org, content_id, lock=True)
+        operator, org, row = _locked(container, db, org_ref, content_id, by)
         if row.status != ContentStatus.draft:
             row.status = ContentStatus.draft
             record_audit(db, operator, "content.unpublish", "content", row.id, {"organization": org.slug})
@@ -430,9 +433,7 @@ def delete_content(
     """Soft delete, refused while customers hold completed (unrefunded) purchases of it."""
     with container.uow() as uow:
         db = uow.session
-        operator = resolve_operator(db, by or container.settings.codex_operator_email)
-        org = resolve_org(db, org_ref)
-        row = _content(db, org, content_id, lock=True)
+        operator, org, row = _locked(container, db, org_ref, content_id, by)
         owned = db.scalar(
             select(func.count())
             .select_from(ContentPurchase)
