@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +38,7 @@ from services.seeding import slugify
 TITLE_RANGE = (3, 255)
 DESCRIPTION_RANGE = (10, 5000)
 MAX_TAGS = 10
+MAX_TAG_LENGTH = 50
 MAX_PAGE = 500
 
 
@@ -100,7 +103,8 @@ def _currency(value: str) -> str:
 def _slug(value: str, what: str = "Slug") -> str:
     slug = slugify(value)
     if not slug:
-        raise ValidationError(f"{what} {value!r} has no letters or digits to make a slug from.")
+        hint = "; pass --slug" if what == "Title" else ""
+        raise ValidationError(f"{what} {value!r} has no letters or digits to make a slug from{hint}.")
     return slug
 
 
@@ -108,10 +112,12 @@ def _tag_names(tags: list[str]) -> dict[str, str]:
     """slug -> display name, de-duplicated; at most MAX_TAGS."""
     names: dict[str, str] = {}
     for raw in tags:
-        name = (raw or "").strip()
+        name = " ".join((raw or "").split())
         if not name:
             continue
-        names.setdefault(_slug(name, "Tag"), name[:50])
+        if len(name) > MAX_TAG_LENGTH:
+            raise ValidationError(f"Tag {name[:20]!r}... is longer than {MAX_TAG_LENGTH} characters.")
+        names.setdefault(_slug(name, "Tag"), name)
     if len(names) > MAX_TAGS:
         raise ValidationError(f"At most {MAX_TAGS} tags per content item (got {len(names)}).")
     return names
@@ -120,15 +126,19 @@ def _tag_names(tags: list[str]) -> dict[str, str]:
 # --- lookups ---------------------------------------------------------------------------------------
 
 
-def _content(db: Any, org: Organization, content_id: str, lock: bool = False) -> Content:
-    query = select(Content).where(
-        Content.id == parse_uuid(content_id, "content id"),
-        Content.organization_id == org.id,
-        Content.deleted_at.is_(None),
-    )
+def _content(db: Any, org: Organization, content_ref: str, lock: bool = False) -> Content:
+    """Live content of `org` by id or slug; anything else (another org's id too) is not found."""
+    ref = (content_ref or "").strip()
+    try:
+        by = Content.id == uuid.UUID(ref)
+    except ValueError:
+        if not ref:
+            raise ValidationError("Give a content id or slug.") from None
+        by = Content.slug == ref.lower()
+    query = select(Content).where(by, Content.organization_id == org.id, Content.deleted_at.is_(None))
     row = db.scalars(query.with_for_update() if lock else query).first()
     if row is None:
-        raise NotFound(f"Content {content_id} not found in organization {org.slug}.")
+        raise NotFound(f"Content {ref} not found in organization {org.slug}.")
     return row
 
 
@@ -231,11 +241,12 @@ def _locked(
     return operator, org, _content(db, org, content_id, lock=True)
 
 
-def _commit(uow: Any, org: Organization, slug: str) -> None:
+@contextmanager
+def _slug_race(org: Organization, slug: str) -> Iterator[None]:
+    """Two operators creating the same slug at once: the unique index decides, the loser gets Conflict."""
     try:
-        uow.commit()
+        yield
     except IntegrityError as exc:
-        uow.rollback()
         if "uq_content_org_slug_live" in str(exc.orig):
             raise Conflict(
                 f"Organization {org.slug} already has content with the slug {slug!r}; "
@@ -284,7 +295,8 @@ def create_content(
             status=ContentStatus.draft,
         )
         db.add(row)
-        db.flush()
+        with _slug_race(org, wanted_slug):
+            db.flush()
         _set_tags(db, org, row, names)
         record_audit(
             db,
@@ -294,7 +306,7 @@ def create_content(
             row.id,
             {"organization": org.slug, "slug": wanted_slug, "price_cents": price_cents},
         )
-        _commit(uow, org, wanted_slug)
+        uow.commit()
         db.refresh(row)
         return _views(db, org, [row])[0]
 
@@ -379,9 +391,12 @@ def update_content(
             new_slug = _slug(slug)
             _ensure_slug_free(db, org, new_slug, except_id=row.id)
             row.slug = changes["slug"] = new_slug
+            with _slug_race(org, new_slug):
+                db.flush()
         if tags is not None:
-            _set_tags(db, org, row, _tag_names(tags))
-            changes["tags"] = sorted(_tag_names(tags).values())
+            names = _tag_names(tags)
+            _set_tags(db, org, row, names)
+            changes["tags"] = sorted(names.values())
         if not changes:
             raise ValidationError(
                 "Nothing to update: give at least one of --title, --description, --price-cents, "
@@ -389,7 +404,8 @@ def update_content(
             )
         row.updated_at = datetime.now(UTC)
         record_audit(db, operator, "content.update", "content", row.id, {"organization": org.slug, **changes})
-        _commit(uow, org, row.slug)
+        with _slug_race(org, row.slug):
+            uow.commit()
         db.refresh(row)
         return _views(db, org, [row])[0]
 
