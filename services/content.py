@@ -446,23 +446,32 @@ def unpublish_content(container: Any, org_ref: str, content_id: str, by: str | N
 def delete_content(
     container: Any, org_ref: str, content_id: str, by: str | None = None, dry_run: bool = False
 ) -> ContentView:
-    """Soft delete, refused while customers hold completed (unrefunded) purchases of it."""
+    """Soft delete, refused while customers hold completed (unrefunded) purchases of it, or a checkout
+    of it is still pending."""
     with container.uow() as uow:
         db = uow.session
         operator, org, row = _locked(container, db, org_ref, content_id, by)
-        owned = db.scalar(
-            select(func.count())
-            .select_from(ContentPurchase)
-            .where(
-                ContentPurchase.content_id == row.id,
-                ContentPurchase.status == PurchaseStatus.completed,
-                ContentPurchase.refunded_at.is_(None),
-            )
+        counts = dict(
+            db.execute(
+                select(ContentPurchase.status, func.count())
+                .where(
+                    ContentPurchase.content_id == row.id,
+                    ContentPurchase.status.in_([PurchaseStatus.completed, PurchaseStatus.pending]),
+                    ContentPurchase.refunded_at.is_(None),
+                )
+                .group_by(ContentPurchase.status)
+            ).all()
         )
-        if owned:
+        if owned := counts.get(PurchaseStatus.completed, 0):
             raise Conflict(
-                f"Content {row.slug} has {owned} completed purchase(s) and cannot be deleted; "
+                f"Cannot delete content with completed purchases: {row.slug} has {owned}; "
                 "unpublish it instead."
+            )
+        # A checkout in flight would complete a purchase of deleted content; reconcile settles it.
+        if pending := counts.get(PurchaseStatus.pending, 0):
+            raise Conflict(
+                f"Content {row.slug} has {pending} checkout(s) in progress; retry once they complete or "
+                "expire (`codex reconcile` settles old ones)."
             )
         view = _views(db, org, [row])[0]
         if dry_run:

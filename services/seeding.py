@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from services.audit import record_audit
 from services.errors import ValidationError
+from services.locks import lock_key
 from services.lookup import find_user_by_email
 from services.models import (
     EMAIL_PATTERN,
@@ -46,11 +47,46 @@ DEFAULT_CATEGORIES: tuple[dict[str, Any], ...] = (
 )
 
 
-def slugify(text: str) -> str:
-    """`"Café & Crème: Part 2!"` -> `"cafe-creme-part-2"`: ASCII, lower-case, hyphens, never empty."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:100].strip("-")
+SLUG_MAX = 100
+# Letters NFKD does not split into an ASCII base letter plus accents.
+_NOT_DECOMPOSABLE = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "ð": "d",
+        "Ð": "D",
+        "þ": "th",
+        "Þ": "TH",
+        "ı": "i",
+    }
+)
+
+
+def slugify(value: str) -> str:
+    """`"Café & Crème: Part 2!"` -> `"cafe-creme-part-2"`, `"Don't Panic"` -> `"dont-panic"`.
+
+    Accents are folded to ASCII, apostrophes dropped (no `don-t`), every other run of non-alphanumerics
+    becomes one hyphen; at most SLUG_MAX characters, cut at a hyphen. Empty when nothing is left
+    (a title in a non-Latin script): callers ask for an explicit slug then.
+    """
+    folded = unicodedata.normalize("NFKD", value.translate(_NOT_DECOMPOSABLE))
+    ascii_text = folded.encode("ascii", "ignore").decode().lower()
+    ascii_text = re.sub(r"(?<=[a-z0-9])'(?=[a-z0-9])", "", ascii_text.replace("\u2019", "'"))
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
+    if len(slug) > SLUG_MAX:
+        cut = slug[: SLUG_MAX + 1]
+        slug = cut.rsplit("-", 1)[0] if "-" in cut else slug[:SLUG_MAX]
+    return slug.strip("-")
 
 
 # --- platform owner --------------------------------------------------------------------------------
@@ -93,8 +129,12 @@ def seed_owner(
         raise ValidationError(f"Organization slug {slug!r} must be lower-case letters, digits and hyphens.")
 
     changes: list[str] = []
+    expires: datetime | None = None
     with container.uow() as uow:
         db = uow.session
+        # Two seeds at once (a deploy script run twice) wait for each other instead of failing on the
+        # unique indexes; the second one then finds the rows and changes nothing.
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("codex-seed-owner")})
         user = find_user_by_email(db, email)
         if user is None:
             user = User(email=email, name=name, role=UserRole.platform_owner, email_verified=True)
@@ -132,6 +172,9 @@ def seed_owner(
             db.add(VerificationToken(user_id=user.id, token=token, expires_at=expires))
         if changes:
             record_audit(db, user, "seed.owner", "user", user.id, {"changes": changes, "organization": slug})
+        if expires is not None:
+            # The token itself stays out of the audit log: it is a credential until it expires.
+            record_audit(db, user, "seed.owner.invite", "user", user.id, {"expires_at": expires.isoformat()})
         uow.commit()
         result = SeedOwnerResult(
             user_id=str(user.id),
@@ -150,7 +193,7 @@ def seed_owner(
         )
         result.invite_sent = sent.success
         result.invite_error = sent.error
-        result.invite_expires_at = datetime.now(UTC) + INVITE_TTL
+        result.invite_expires_at = expires
     return result
 
 
