@@ -22,8 +22,10 @@ app = typer.Typer(
     help="Content catalog: create, list, show, update, publish, unpublish, delete.", no_args_is_help=True
 )
 
-IdArg = Annotated[str, typer.Argument(help="Content id.")]
-TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeat; at most 10).")]
+IdArg = Annotated[str, typer.Argument(metavar="ID|SLUG", help="Content id, or its slug in --org.")]
+TagOpt = Annotated[
+    list[str] | None, typer.Option("--tag", help="A tag (repeat; at most 10; update: replaces all tags).")
+]
 
 
 def _show(view, json_output: bool, verb: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -119,10 +121,14 @@ def show(content_id: IdArg, org: OrgOpt, json_output: JsonOpt = False) -> None:
 def update(
     content_id: IdArg,
     org: OrgOpt,
-    title: Annotated[str | None, typer.Option("--title")] = None,
-    description: Annotated[str | None, typer.Option("--description")] = None,
-    price_cents: Annotated[int | None, typer.Option("--price-cents")] = None,
-    currency: Annotated[str | None, typer.Option("--currency")] = None,
+    title: Annotated[
+        str | None, typer.Option("--title", help="3 to 255 characters (the slug stays).")
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", help="10 to 5000 characters.")] = None,
+    price_cents: Annotated[
+        int | None, typer.Option("--price-cents", help="Price in cents, 0 for free.")
+    ] = None,
+    currency: Annotated[str | None, typer.Option("--currency", help="Three-letter currency code.")] = None,
     category: Annotated[str | None, typer.Option("--category", help="Category slug; '' removes it.")] = None,
     tag: TagOpt = None,
     clear_tags: Annotated[bool, typer.Option("--clear-tags", help="Remove every tag.")] = False,

@@ -275,7 +275,7 @@ def create_content(
     title, description = _title(title), _description(description)
     price_cents, currency = _price(price_cents), _currency(currency)
     names = _tag_names(tags or [])
-    wanted_slug = _slug(slug or title)
+    wanted_slug = _slug(slug) if slug else _slug(title, "Title")
     with container.uow() as uow:
         db = uow.session
         operator = resolve_operator(db, by or container.settings.codex_operator_email)

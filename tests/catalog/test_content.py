@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services import models as m
 from tests import factories as f
@@ -216,3 +217,102 @@ def test_update_and_list_with_pagination(ccli, world, session) -> None:
     ids = [i["id"] for i in page["items"] + rest["items"]]
     assert sorted(ids) == sorted(c["id"] for c in created) and rest["next_cursor"] is None
     assert ccli("content", "update", created[1]["id"], "--org", "studio").exit_code == 2
+
+
+def test_a_title_without_slug_characters_needs_an_explicit_slug(ccli, world) -> None:
+    refused = _create(ccli, world, title="日本語のビデオ")
+    assert refused.exit_code == 2 and "pass --slug" in refused.stderr
+    created = _create(ccli, world, "--slug", "Nihongo Video", "--json", title="日本語のビデオ")
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["slug"] == "nihongo-video"
+
+
+def test_tag_rules(ccli, world, session) -> None:
+    too_long = _create(ccli, world, "--tag", "x" * 51)
+    assert too_long.exit_code == 2 and "longer than 50 characters" in too_long.stderr
+    no_letters = _create(ccli, world, "--tag", "!!!")
+    assert no_letters.exit_code == 2 and "Tag '!!!' has no letters or digits" in no_letters.stderr
+    ten = [x for i in range(10) for x in ("--tag", f"tag {i}")]
+    assert _create(ccli, world, *ten, title="Ten tags").exit_code == 0
+    # Tags belong to an organization: the same name elsewhere is another row; reuse adds none.
+    assert _create(ccli, world, "--tag", "tag 0", title="Reuses a tag").exit_code == 0
+    other = ccli(
+        "content", "create", "--org", "elsewhere", "--media", str(world["foreign"].id), "--title", "Abroad",
+        "--description", "A long enough description.", "--price-cents", "0", "--tag", "Tag 0",
+    )  # fmt: skip
+    assert other.exit_code == 0, other.output
+    rows = session.execute(select(m.Tag.organization_id, m.Tag.slug).where(m.Tag.slug == "tag-0")).all()
+    assert sorted(str(org) for org, _ in rows) == sorted([str(world["org"].id), str(world["other"].id)])
+    assert session.scalar(select(func.count()).select_from(m.Tag)) == 11
+
+
+def test_missing_deleted_or_malformed_media_is_refused(ccli, world, session) -> None:
+    gone = f.make_media(session, world["org"], deleted_at=datetime.now(UTC))
+    session.commit()
+    for media_id in (str(uuid.uuid4()), str(gone.id)):
+        result = ccli(
+            "content", "create", "--org", "studio", "--media", media_id, "--title", "Lost media",
+            "--description", "A long enough description.", "--price-cents", "0",
+        )  # fmt: skip
+        assert result.exit_code == 3 and f"Media item {media_id} not found" in result.stderr
+    malformed = ccli(
+        "content", "create", "--org", "studio", "--media", "nope", "--title", "Lost media",
+        "--description", "A long enough description.", "--price-cents", "0",
+    )  # fmt: skip
+    assert malformed.exit_code == 2 and "not a media item id" in malformed.stderr
+    unknown_org = ccli("content", "list", "--org", "nowhere")
+    assert unknown_org.exit_code == 3 and "Organization 'nowhere' not found" in unknown_org.stderr
+
+
+def test_show_by_slug_and_list_as_a_table(ccli, world, session) -> None:
+    created = json.loads(_create(ccli, world, "--category", "film", "--json").stdout)
+    shown = ccli("content", "show", "cafe-creme-part-2", "--org", "studio", "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["id"] == created["id"]
+    listed = ccli("content", "list", "--org", "studio")
+    lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert lines[0] == ["ID", "SLUG", "TITLE", "STATUS", "PRICE", "CATEGORY"]
+    assert lines[1] == [created["id"], "cafe-creme-part-2", "Café & Crème: Part 2!", "draft", "$9.99", "film"]
+    elsewhere = ccli("content", "show", "cafe-creme-part-2", "--org", "elsewhere")
+    assert elsewhere.exit_code == 3
+
+
+def test_publish_is_audited_with_the_operator(ccli, world, session) -> None:
+    content = f.make_content(session, world["org"], media=world["ready"], status=m.ContentStatus.draft)
+    session.commit()
+    assert ccli("content", "publish", str(content.id), "--org", "studio").exit_code == 0
+    again = ccli("content", "publish", str(content.id), "--org", "studio", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["published_at"]
+    rows = session.scalars(select(m.AuditLog).where(m.AuditLog.action == "content.publish")).all()
+    assert len(rows) == 1  # publishing published content changes nothing
+    assert rows[0].actor == OWNER and rows[0].actor_id == world["owner"].id
+    assert rows[0].target_id == str(content.id) and rows[0].details["organization"] == "studio"
+
+
+def test_publish_refuses_deleted_media(ccli, world, session) -> None:
+    media = f.make_media(session, world["org"])
+    content = f.make_content(session, world["org"], media=media, status=m.ContentStatus.draft)
+    media.deleted_at = datetime.now(UTC)
+    session.commit()
+    refused = ccli("content", "publish", str(content.id), "--org", "studio")
+    assert refused.exit_code == 1 and "Media not ready" in refused.stderr
+
+
+def test_delete_waits_for_a_checkout_in_progress(ccli, world, session) -> None:
+    content = f.make_content(session, world["org"], media=world["ready"])
+    purchase = f.make_purchase(session, f.make_user(session), content, status=m.PurchaseStatus.pending)
+    session.commit()
+    refused = ccli("content", "delete", str(content.id), "--org", "studio", "--yes")
+    assert refused.exit_code == 1 and "checkout(s) in progress" in refused.stderr
+    purchase.status = m.PurchaseStatus.failed
+    session.commit()
+    deleted = ccli("content", "delete", str(content.id), "--org", "studio", "--yes", "--json")
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout)["status"] == "archived"
+    audit = session.scalars(select(m.AuditLog).where(m.AuditLog.action == "content.delete")).one()
+    assert audit.target_id == str(content.id)
+
+
+def test_a_deleted_slug_can_be_used_again(ccli, world, session) -> None:
+    first = json.loads(_create(ccli, world, "--json").stdout)
+    assert ccli("content", "delete", first["id"], "--org", "studio", "--yes").exit_code == 0
+    again = _create(ccli, world, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["slug"] == first["slug"]
