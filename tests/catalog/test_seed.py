@@ -126,3 +126,53 @@ def test_seed_categories_dry_run_and_bad_files(cli, session, tmp_path) -> None:
     nameless.write_text('[{"slug": "x"}]')
     assert "Category #1 has no name" in cli("seed", "categories", "--file", str(nameless)).stderr
     assert _count(session, m.Category) == 0
+
+
+def test_rerun_with_invite_changes_no_rows_but_sends_a_fresh_link(cli, session, outbox) -> None:
+    args = ("seed", "owner", "--email", "ada@example.com", "--name", "Ada")
+    assert cli(*args).exit_code == 0
+    again = cli(*args, "--send-invite", "--json")
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.stdout)
+    assert data["unchanged"] and data["invite_sent"] is True
+    [message] = outbox.messages()
+    token = parse_qs(urlsplit(re.search(r"http\S+reset-password\?token=\S+", message.text).group(0)).query)
+    stored = session.scalars(select(m.VerificationToken)).one()
+    assert stored.token == token["token"][0]
+    assert datetime.fromisoformat(data["invite_expires_at"]) == stored.expires_at
+    actions = session.scalars(select(m.AuditLog.action).order_by(m.AuditLog.at)).all()
+    assert actions == ["seed.owner", "seed.owner.invite"]
+    audit = session.scalars(select(m.AuditLog).where(m.AuditLog.action == "seed.owner.invite")).one()
+    assert stored.token not in json.dumps(audit.details)
+    assert (_count(session, m.User), _count(session, m.Organization)) == (1, 1)
+
+
+def test_a_failed_invite_email_keeps_the_owner_and_says_so(
+    cli, session, resend_settings, resend_server
+) -> None:
+    resend_server.fail_next(2, status=500)  # the first try and the retry
+    through_resend = cli.with_settings(
+        resend_api_key=resend_settings.resend_api_key, resend_api_url=resend_settings.resend_api_url
+    )
+    result = through_resend("seed", "owner", "--email", "ada@example.com", "--name", "Ada", "--send-invite")
+    assert result.exit_code == 1 and "invite email failed" in result.stderr
+    assert "user created" in result.stdout
+    assert _count(session, m.User) == 1 and _count(session, m.VerificationToken) == 1
+
+
+def test_two_seeds_at_once_make_one_owner(container, session) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.seeding import seed_owner
+
+    def seed(_: int):  # type: ignore[no-untyped-def]
+        return seed_owner(container, "ada@example.com", "Ada", org_name="Ada Films")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(seed, range(2)))
+    assert sorted(r.unchanged for r in results) == [False, True]
+    assert (
+        _count(session, m.User),
+        _count(session, m.Organization),
+        _count(session, m.OrganizationMember),
+    ) == (1, 1, 1)
