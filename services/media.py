@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ AUDIO_MAX_BYTES = 500 * MiB
 MAX_URL_EXPIRES = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
 SHA256_METADATA = "sha256"
 DEFAULT_UPLOAD_CONCURRENCY = 8
+HASH_THREADS = 2
 
 # Signatures of common media containers and of formats we must refuse even with a media extension.
 _EXTRA_TYPES = {
@@ -331,12 +332,23 @@ def upload_media(
     if problems:
         raise ValidationError("Nothing was uploaded: " + "; ".join(problems) + ".")
 
-    with container.uow() as uow:
-        org = resolve_org(uow.session, org_ref)
-        org_id = org.id
-        uploader = _operator_id(uow.session, by or container.settings.codex_operator_email)
+    # Hashing starts now, on other cores (hashlib releases the GIL), while this thread imports the
+    # database and S3 layers and looks the organization up; nothing is sent before that succeeds.
+    hasher = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="codex-hash")
+    digests = {f.path: hasher.submit(sha256_file, f.path) for f in files}
+    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codex-store")
+    store_ready = builder.submit(lambda: container.object_store)
+    builder.shutdown(wait=False)
+    try:
+        with container.uow() as uow:
+            org = resolve_org(uow.session, org_ref)
+            org_id = org.id
+            uploader = _operator_id(uow.session, by or container.settings.codex_operator_email)
+        store = store_ready.result()
+    except BaseException:
+        hasher.shutdown(wait=True, cancel_futures=True)
+        raise
 
-    store = container.object_store
     batch = UploadBatch(organization_id=org_id)
     cancel = threading.Event()
     file_workers = min(len(files), concurrency)
@@ -344,7 +356,16 @@ def upload_media(
 
     def one(f: MediaFile) -> UploadResult:
         return _upload_one(
-            container, store, f, org_id, uploader, part_concurrency, part_size, listener, cancel
+            container,
+            store,
+            f,
+            digests[f.path],
+            org_id,
+            uploader,
+            part_concurrency,
+            part_size,
+            listener,
+            cancel,
         )
 
     pool = ThreadPoolExecutor(max_workers=file_workers, thread_name_prefix="codex-upload")
@@ -357,8 +378,10 @@ def upload_media(
             _, pending = wait(pending, timeout=0.5)
     except KeyboardInterrupt:
         cancel.set()  # every worker aborts its multipart upload and writes no row
+        hasher.shutdown(wait=False, cancel_futures=True)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        hasher.shutdown(wait=True, cancel_futures=True)
     batch.interrupted = cancel.is_set()
     for future, f in futures.items():
         if future.cancelled():
@@ -377,6 +400,7 @@ def _upload_one(
     container: Container,
     store: Any,
     f: MediaFile,
+    digest_future: Future[str],
     org_id: uuid.UUID,
     uploader: uuid.UUID | None,
     concurrency: int,
@@ -394,7 +418,7 @@ def _upload_one(
             raise UploadCancelled(key)
         if listener:
             listener.file_started(f.path, f.size)
-        digest = sha256_file(f.path)
+        digest = digest_future.result()
         result.sha256 = digest
         on_progress = (lambda n: listener.file_progress(f.path, n)) if listener else None
         extra = {"part_size": part_size} if part_size else {}
@@ -412,7 +436,7 @@ def _upload_one(
         _verify_object(store, key, f.size, digest)
         _insert_media(container, media_id, org_id, uploader, key, f, digest)
         result.ok, result.media_id, result.r2_key = True, media_id, key
-    except (UploadCancelled, KeyboardInterrupt):
+    except (UploadCancelled, CancelledError, KeyboardInterrupt):
         cancel.set()  # one interrupted file stops the batch, as Ctrl-C does
         result.error = "interrupted; nothing was kept"
     except (ExternalServiceError, ValidationError, Conflict, OSError) as exc:
@@ -458,12 +482,16 @@ def _insert_media(
     f: MediaFile,
     digest: str | None,
 ) -> MediaView:
+    from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
     from services.models import MediaItem, MediaStatus, MediaType
 
-    with container.uow() as uow:
-        row = MediaItem(
+    # One INSERT ... RETURNING per file (no ORM unit of work): it is on the hot path of many-file uploads.
+    table = MediaItem.__table__
+    statement = (
+        insert(table)
+        .values(
             id=media_id,
             organization_id=org_id,
             uploaded_by=uploader,
@@ -475,12 +503,13 @@ def _insert_media(
             file_size_bytes=f.size,
             sha256=digest,
         )
-        uow.session.add(row)
+        .returning(table)
+    )
+    with container.uow() as uow:
         try:
-            uow.session.flush()
+            row = uow.session.execute(statement).one()
         except IntegrityError:
             raise Conflict(f"Media item {media_id} already exists.") from None
-        uow.session.refresh(row)
         view = MediaView.of(row)
         uow.commit()
     return view

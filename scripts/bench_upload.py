@@ -1,0 +1,346 @@
+"""Benchmark `codex media upload` against `aws s3 cp` on a local S3 server, in the same run.
+
+Uploads one large file (1 GiB by default) and many small ones (200 x 1 MiB) with both tools, end to
+end as an operator runs them (process start, hashing, verification and the database row included for
+codex), and prints MiB/s, wall time, peak RSS, client and server CPU, and the ratio codex/aws. A plain
+`curl -T` of the large file to a presigned URL is measured as the server's ceiling.
+
+    python scripts/bench_upload.py                      # s3rver from npm (see --s3rver)
+    python scripts/bench_upload.py --server moto        # moto's server (heavy: it is the bottleneck)
+    python scripts/bench_upload.py --large-mib 256 --small-count 50 --rounds 1   # quicker
+
+Needs: awscli in its own venv (`python -m venv /tmp/awsvenv && /tmp/awsvenv/bin/pip install awscli`,
+so it does not change the project's boto3), and for s3rver `npm install s3rver` in some directory
+(`--s3rver DIR/node_modules/.bin/s3rver`). The embedded PostgreSQL runs under a temporary CODEX_HOME.
+Files and server data go to --workdir and are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MiB = 1024 * 1024
+MP4_HEADER = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+MP3_HEADER = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+BUCKET = "codex-bench"
+
+
+@dataclass
+class Run:
+    tool: str
+    case: str
+    nbytes: int
+    wall: float
+    peak_rss_mb: float
+    client_cpu: float
+    server_cpu: float
+    ok: bool
+
+    @property
+    def mib_s(self) -> float:
+        return self.nbytes / MiB / self.wall if self.wall else 0.0
+
+
+# ------------------------------------------------------------------------------------------ servers
+
+
+class Server:
+    def __init__(self, kind: str, workdir: Path, s3rver: str) -> None:
+        self.kind = kind
+        self.data = workdir / "server-data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        if kind == "s3rver":
+            self.key = self.secret = "S3RVER"
+            cmd = [s3rver, "-d", str(self.data), "-a", "127.0.0.1", "-p", "0", "--configure-bucket", BUCKET]
+            # Its log goes to a file: a closed pipe would kill it at its first log line.
+            self.proc = subprocess.Popen([*cmd, "--silent"], stdout=self.log, stderr=self.log)
+            port = _free_port_from_log(workdir / "server.log", self.proc)
+        else:
+            self.key = self.secret = "testing"
+            port = _free_port()
+            cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+            _wait_port(port)
+        self.url = f"http://127.0.0.1:{port}"
+        if kind == "moto":
+            self.client().create_bucket(Bucket=BUCKET)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from services.storage import S3ObjectStore
+
+        return S3ObjectStore(BUCKET, self.url, self.key, self.secret).client
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(current RSS, peak RSS) of the server process in MB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        return rss / 1024, hwm / 1024
+
+    def empty(self) -> None:
+        client = self.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _free_port_from_log(log: Path, proc: subprocess.Popen) -> int:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        match = re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
+        if match:
+            return int(match.group(1))
+        time.sleep(0.1)
+    raise SystemExit("s3rver did not start; see server.log")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server on port {port} did not start")
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+def measure(tool: str, case: str, cmd: list[str], env: dict[str, str], nbytes: int, server: Server) -> Run:
+    """Run `cmd` under GNU time: its own peak RSS (a child forked from this big Python process would
+    inherit our RSS in ru_maxrss), and its CPU time."""
+    stats = Path(tempfile.mktemp(prefix="bench-time-"))
+    cpu0 = server.cpu_seconds()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M %U %S", "-o", str(stats), *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    server_cpu = server.cpu_seconds() - cpu0
+    if proc.returncode != 0:
+        print(f"  !! {tool} {case} exited {proc.returncode}: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+    maxrss_kb, user, system = stats.read_text().split()[-3:]
+    stats.unlink()
+    return Run(
+        tool=tool,
+        case=case,
+        nbytes=nbytes,
+        wall=wall,
+        peak_rss_mb=int(maxrss_kb) / 1024,
+        client_cpu=float(user) + float(system),
+        server_cpu=server_cpu,
+        ok=proc.returncode == 0,
+    )
+
+
+def make_files(workdir: Path, large_mib: int, small_count: int, small_mib: int) -> tuple[Path, Path]:
+    large = workdir / "large.mp4"
+    block = os.urandom(MiB)
+    with open(large, "wb") as fh:
+        fh.write(MP4_HEADER + block[len(MP4_HEADER) :])
+        for i in range(1, large_mib):
+            # Vary each MiB so nothing along the way can deduplicate or compress it.
+            fh.write(i.to_bytes(8, "little") + block[8:])
+    small = workdir / "small"
+    small.mkdir()
+    for i in range(small_count):
+        (small / f"clip-{i:04d}.mp3").write_bytes(MP3_HEADER + os.urandom(small_mib * MiB - len(MP3_HEADER)))
+    return large, small
+
+
+def setup_codex(home: Path, server: Server) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "CODEX_HOME": str(home),
+        "R2_ENDPOINT_URL": server.url,
+        "R2_ACCESS_KEY_ID": server.key,
+        "R2_SECRET_ACCESS_KEY": server.secret,
+        "R2_MEDIA_BUCKET": BUCKET,
+    }
+    env.pop("DATABASE_URL", None)
+    env["PYTHONPATH"] = str(ROOT)
+    home.mkdir(parents=True, exist_ok=True)
+    codex = [sys.executable, "-m", "codex_cli"]
+    subprocess.run([*codex, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, cwd=home)
+    script = (
+        "from services.bootstrap import Container; from services.settings import Settings;"
+        "from services.models import Organization;"
+        "c = Container(Settings.load()); uow = c.uow().__enter__();"
+        "uow.session.add(Organization(slug='bench', name='Bench')); uow.commit()"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=home)
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", choices=["s3rver", "moto"], default="s3rver")
+    parser.add_argument("--s3rver", default="/tmp/s3rver-bench/node_modules/.bin/s3rver")
+    parser.add_argument("--aws", default=shutil.which("aws", path="/tmp/awsvenv/bin") or shutil.which("aws"))
+    parser.add_argument("--large-mib", type=int, default=1024)
+    parser.add_argument("--small-count", type=int, default=200)
+    parser.add_argument("--small-mib", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=8, help="codex --concurrency")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best is reported")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    if not args.aws:
+        raise SystemExit("awscli not found: install it in /tmp/awsvenv or pass --aws")
+
+    workdir = Path(tempfile.mkdtemp(prefix="codex-bench-", dir=args.workdir))
+    server = None
+    try:
+        print(f"files: 1 x {args.large_mib} MiB and {args.small_count} x {args.small_mib} MiB in {workdir}")
+        large, small = make_files(workdir, args.large_mib, args.small_count, args.small_mib)
+        small_files = sorted(str(p) for p in small.iterdir())
+        server = Server(args.server, workdir, args.s3rver)
+        codex_env = setup_codex(workdir / "home", server)
+        aws_env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": server.key,
+            "AWS_SECRET_ACCESS_KEY": server.secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(workdir / "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "aws-credentials"),
+            # The same checksum setting codex uses for R2; aws's default (CRC32 on every part) would
+            # add work codex does not do.
+            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+        }
+        aws_version = subprocess.run([args.aws, "--version"], capture_output=True, text=True, env=aws_env)
+        peer = (aws_version.stdout or aws_version.stderr).strip()
+        print(f"server: {args.server} at {server.url}; peer: {peer}")
+        codex = [sys.executable, "-m", "codex_cli", "media", "upload", "--org", "bench"]
+        codex += ["--concurrency", str(args.concurrency)]
+        aws = [args.aws, "--endpoint-url", server.url, "s3", "cp", "--only-show-errors"]
+        large_bytes = large.stat().st_size
+        small_bytes = sum(Path(p).stat().st_size for p in small_files)
+        runs: list[Run] = []
+
+        def run_case(tool: str, case: str) -> None:
+            if tool == "codex":
+                cmd = [*codex, str(large)] if case == "large" else [*codex, *small_files]
+                env = codex_env
+            elif tool == "aws":
+                cmd = (
+                    [*aws, str(large), f"s3://{BUCKET}/aws/large.mp4"]
+                    if case == "large"
+                    else [*aws, "--recursive", str(small), f"s3://{BUCKET}/aws/small/"]
+                )
+                env = aws_env
+            else:  # curl: one plain HTTP PUT to a presigned URL, the server's ceiling
+                from services.storage import S3ObjectStore
+
+                url = S3ObjectStore(BUCKET, server.url, server.key, server.secret).presign_put(
+                    "curl/large.mp4", "video/mp4"
+                )
+                cmd = [
+                    "curl",
+                    "-sS",
+                    "-f",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    "Content-Type: video/mp4",
+                    "-T",
+                    str(large),
+                    url,
+                ]
+                env = dict(os.environ)
+            nbytes = large_bytes if case == "large" else small_bytes
+            run = measure(tool, case, cmd, env, nbytes, server)
+            runs.append(run)
+            rss, hwm = server.rss_mb()
+            print(
+                f"  {tool:<5} {case:<5} {run.wall:7.2f} s {run.mib_s:7.1f} MiB/s"
+                f"  peak RSS {run.peak_rss_mb:6.0f} MB"
+                f"  client CPU {run.client_cpu:5.1f} s  server CPU {run.server_cpu:5.1f} s"
+                f"  (server RSS {rss:.0f} MB, peak {hwm:.0f} MB){'' if run.ok else '  FAILED'}",
+                flush=True,
+            )
+            server.empty()
+
+        for round_no in range(args.rounds):
+            print(f"round {round_no + 1}")
+            order = ["codex", "aws"] if round_no % 2 == 0 else ["aws", "codex"]
+            for case in ("large", "small"):
+                for tool in order:
+                    run_case(tool, case)
+            if shutil.which("curl"):
+                run_case("curl", "large")
+
+        print()
+        print(f"best of {args.rounds} round(s), {args.server}, codex --concurrency {args.concurrency}:")
+        for case, label in (
+            ("large", f"1 x {args.large_mib} MiB"),
+            ("small", f"{args.small_count} x {args.small_mib} MiB"),
+        ):
+            best = {}
+            for tool in ("codex", "aws", "curl"):
+                done = [r for r in runs if r.tool == tool and r.case == case and r.ok]
+                if done:
+                    best[tool] = min(done, key=lambda r: r.wall)
+            for tool, r in best.items():
+                print(
+                    f"  {label:<14} {tool:<5} {r.mib_s:7.1f} MiB/s  {r.wall:6.2f} s"
+                    f"  peak RSS {r.peak_rss_mb:5.0f} MB"
+                    f"  client CPU {r.client_cpu:5.1f} s  server CPU {r.server_cpu:5.1f} s"
+                    f" ({100 * r.server_cpu / r.wall:.0f}% of a core)"
+                )
+            if "codex" in best and "aws" in best:
+                print(f"  {label:<14} ratio codex/aws: {best['codex'].mib_s / best['aws'].mib_s:.2f}x")
+    finally:
+        if server is not None:
+            server.stop()
+        home = workdir / "home"
+        if (home / "pgdata" / "postmaster.pid").exists():
+            subprocess.run(
+                [sys.executable, "-m", "codex_cli", "db", "stop"],
+                env={**os.environ, "CODEX_HOME": str(home)},
+                stdout=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
