@@ -103,13 +103,21 @@ def _run(container: Any, report: ReconcileReport, limit: int | None, progress: C
 
     # Sessions created in the window, matched to purchases in memory.
     listed: dict[str, dict[str, Any]] = {}
+    by_purchase: dict[str, dict[str, Any]] = {}
     for stripe_session in gateway.iter_checkout_sessions(created_gte=report.window_start):
         listed[stripe_session["id"]] = stripe_session
+        purchase_id = (stripe_session.get("metadata") or {}).get("purchaseId")
+        if purchase_id:
+            by_purchase[str(purchase_id)] = stripe_session
     report.listed_sessions = len(listed)
     progress(f"{len(listed)} checkout session(s) listed from Stripe")
 
     for purchase in pending:
-        stripe_session = listed.get(purchase.session_id or "")
+        # By the stored session id or, when saving that id failed after Stripe answered, by the
+        # purchaseId the session carries in its metadata.
+        stripe_session = listed.get(purchase.session_id or "") or (
+            None if purchase.session_id else by_purchase.get(str(purchase.id))
+        )
         if stripe_session is None:
             if not purchase.session_id:
                 report.unresolved.append(

@@ -230,3 +230,23 @@ def test_request_count_for_a_known_mix(session, stripe_standin, stripe_cli) -> N
     assert stripe_standin.count(path="/v1/refunds") == 1
     assert len(stripe_standin.requests) == listed_pages + 2
     assert _status(session, old) == "pending"
+
+
+def test_a_purchase_whose_session_id_was_never_stored_is_matched_by_metadata(
+    session, stripe_standin, stripe_cli
+) -> None:
+    purchase = _pending(session, stripe_standin)
+    session_id = purchase.stripe_checkout_session_id
+    purchase.stripe_checkout_session_id = None  # Stripe answered, but saving its id failed
+    lost = _pending(session, stripe_standin, with_session=False)
+    session.commit()
+    stripe_standin.mark_paid(session_id)
+    result = stripe_cli("reconcile", "--json")
+    assert result.exit_code == 4
+    report = json.loads(result.stdout)
+    assert report["fixed"] == {"completed": 1}
+    assert [u["kind"] for u in report["unresolved"]] == ["no_checkout_session"]
+    assert report["unresolved"][0]["purchase_id"] == str(lost.id)
+    session.expire_all()
+    row = session.get(m.ContentPurchase, purchase.id)
+    assert row.status == m.PurchaseStatus.completed and row.stripe_checkout_session_id == session_id
