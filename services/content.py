@@ -40,6 +40,11 @@ DESCRIPTION_RANGE = (10, 5000)
 MAX_TAGS = 10
 MAX_TAG_LENGTH = 50
 MAX_PAGE = 500
+# Stripe Checkout's largest amount (99,999,999 of the smallest unit); also far inside the INTEGER column.
+MAX_PRICE_CENTS = 99_999_999
+# PostgreSQL text cannot hold NUL; other control characters only hide in a one-line field.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -76,6 +81,8 @@ def _title(value: str) -> str:
     low, high = TITLE_RANGE
     if not low <= len(title) <= high:
         raise ValidationError(f"Title must be {low} to {high} characters (got {len(title)}).")
+    if _CONTROL.search(title):
+        raise ValidationError("Title must not contain control characters (tabs, newlines, NUL).")
     return title
 
 
@@ -84,12 +91,14 @@ def _description(value: str) -> str:
     low, high = DESCRIPTION_RANGE
     if not low <= len(text) <= high:
         raise ValidationError(f"Description must be {low} to {high} characters (got {len(text)}).")
+    if _CONTROL_MULTILINE.search(text):
+        raise ValidationError("Description must not contain control characters other than newlines and tabs.")
     return text
 
 
 def _price(value: int) -> int:
-    if value is None or int(value) < 0:
-        raise ValidationError("Price must be a whole number of cents, 0 or more.")
+    if value is None or not 0 <= int(value) <= MAX_PRICE_CENTS:
+        raise ValidationError(f"Price must be a whole number of cents from 0 to {MAX_PRICE_CENTS:,}.")
     return int(value)
 
 
@@ -115,6 +124,8 @@ def _tag_names(tags: list[str]) -> dict[str, str]:
         name = " ".join((raw or "").split())
         if not name:
             continue
+        if _CONTROL.search(name):
+            raise ValidationError("Tags must not contain control characters.")
         if len(name) > MAX_TAG_LENGTH:
             raise ValidationError(f"Tag {name[:20]!r}... is longer than {MAX_TAG_LENGTH} characters.")
         names.setdefault(_slug(name, "Tag"), name)
@@ -138,7 +149,7 @@ def _content(db: Any, org: Organization, content_ref: str, lock: bool = False) -
     query = select(Content).where(by, Content.organization_id == org.id, Content.deleted_at.is_(None))
     row = db.scalars(query.with_for_update() if lock else query).first()
     if row is None:
-        raise NotFound(f"Content {ref} not found in organization {org.slug}.")
+        raise NotFound(f"Content not found: {ref} is not in organization {org.slug}.")
     return row
 
 
@@ -151,7 +162,9 @@ def _media(db: Any, org: Organization, media_id: str) -> MediaItem:
         )
     ).first()
     if media is None:
-        raise NotFound(f"Media item {media_id} not found in organization {org.slug}.")
+        raise NotFound(
+            f"Media item not found: {media_id} is not a live media item of organization {org.slug}."
+        )
     return media
 
 
@@ -164,6 +177,10 @@ def _category(db: Any, slug: str | None) -> Category | None:
     return category
 
 
+def _slug_taken(org_slug: str, slug: str) -> str:
+    return f"Slug {slug!r} already exists in organization {org_slug}: choose another title or pass --slug."
+
+
 def _ensure_slug_free(db: Any, org: Organization, slug: str, except_id: uuid.UUID | None = None) -> None:
     query = select(Content.id).where(
         Content.organization_id == org.id, Content.slug == slug, Content.deleted_at.is_(None)
@@ -171,10 +188,7 @@ def _ensure_slug_free(db: Any, org: Organization, slug: str, except_id: uuid.UUI
     if except_id is not None:
         query = query.where(Content.id != except_id)
     if db.scalars(query).first() is not None:
-        raise Conflict(
-            f"Organization {org.slug} already has content with the slug {slug!r}; "
-            "choose another title or pass --slug."
-        )
+        raise Conflict(_slug_taken(org.slug, slug))
 
 
 def _set_tags(db: Any, org: Organization, content: Content, names: dict[str, str]) -> None:
@@ -242,16 +256,16 @@ def _locked(
 
 
 @contextmanager
-def _slug_race(org: Organization, slug: str) -> Iterator[None]:
-    """Two operators creating the same slug at once: the unique index decides, the loser gets Conflict."""
+def _slug_race(org_slug: str, slug: str) -> Iterator[None]:
+    """Two operators creating the same slug at once: the unique index decides, the loser gets Conflict.
+
+    Takes the organization's slug as a string: after the failed flush the session is rolled back and
+    reading an attribute of a loaded row would raise instead."""
     try:
         yield
     except IntegrityError as exc:
         if "uq_content_org_slug_live" in str(exc.orig):
-            raise Conflict(
-                f"Organization {org.slug} already has content with the slug {slug!r}; "
-                "choose another title or pass --slug."
-            ) from None
+            raise Conflict(_slug_taken(org_slug, slug)) from None
         raise
 
 
@@ -295,7 +309,7 @@ def create_content(
             status=ContentStatus.draft,
         )
         db.add(row)
-        with _slug_race(org, wanted_slug):
+        with _slug_race(org.slug, wanted_slug):
             db.flush()
         _set_tags(db, org, row, names)
         record_audit(
@@ -391,7 +405,7 @@ def update_content(
             new_slug = _slug(slug)
             _ensure_slug_free(db, org, new_slug, except_id=row.id)
             row.slug = changes["slug"] = new_slug
-            with _slug_race(org, new_slug):
+            with _slug_race(org.slug, new_slug):
                 db.flush()
         if tags is not None:
             names = _tag_names(tags)
@@ -404,7 +418,7 @@ def update_content(
             )
         row.updated_at = datetime.now(UTC)
         record_audit(db, operator, "content.update", "content", row.id, {"organization": org.slug, **changes})
-        with _slug_race(org, row.slug):
+        with _slug_race(org.slug, row.slug):
             uow.commit()
         db.refresh(row)
         return _views(db, org, [row])[0]

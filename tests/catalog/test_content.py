@@ -102,13 +102,16 @@ def test_unknown_category_and_foreign_media_are_not_found(ccli, world) -> None:
     missing = _create(ccli, world, "--category", "nope")
     assert missing.exit_code == 3 and "Category 'nope' not found" in missing.stderr
     foreign = _create(ccli, world, media="foreign")
-    assert foreign.exit_code == 3 and "not found in organization studio" in foreign.stderr
+    assert foreign.exit_code == 3 and "Media item not found" in foreign.stderr
 
 
 def test_duplicate_slug_in_one_org_is_a_conflict_but_not_across_orgs(ccli, world, session) -> None:
     assert _create(ccli, world).exit_code == 0
     again = _create(ccli, world, title="Cafe Creme Part 2")
-    assert again.exit_code == 1 and "already has content with the slug 'cafe-creme-part-2'" in again.stderr
+    assert (
+        again.exit_code == 1
+        and "Slug 'cafe-creme-part-2' already exists in organization studio" in again.stderr
+    )
     f.make_owner(session, email="other-owner@example.com")
     session.commit()
     other = ccli(
@@ -139,7 +142,7 @@ def test_ids_from_another_org_are_not_found(ccli, world, session) -> None:
         ["update", "--title", "New one"],
     ):
         result = ccli("content", command[0], str(foreign.id), "--org", "studio", *command[1:])
-        assert result.exit_code == 3 and "not found in organization studio" in result.stderr, command
+        assert result.exit_code == 3 and "Content not found" in result.stderr, command
 
 
 def test_publish_requires_ready_media(ccli, world, session) -> None:
@@ -254,7 +257,7 @@ def test_missing_deleted_or_malformed_media_is_refused(ccli, world, session) -> 
             "content", "create", "--org", "studio", "--media", media_id, "--title", "Lost media",
             "--description", "A long enough description.", "--price-cents", "0",
         )  # fmt: skip
-        assert result.exit_code == 3 and f"Media item {media_id} not found" in result.stderr
+        assert result.exit_code == 3 and f"Media item not found: {media_id}" in result.stderr
     malformed = ccli(
         "content", "create", "--org", "studio", "--media", "nope", "--title", "Lost media",
         "--description", "A long enough description.", "--price-cents", "0",
