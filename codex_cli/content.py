@@ -139,6 +139,8 @@ def update(
     """Change a content item's title, description, price, category, tags or slug."""
     from services.content import update_content
 
+    if clear_tags and tag:
+        raise typer.BadParameter("give --tag or --clear-tags, not both.", param_hint="--clear-tags")
     tags = [] if clear_tags else tag
     view = update_content(
         container(),
