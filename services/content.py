@@ -192,13 +192,18 @@ def _ensure_slug_free(db: Any, org: Organization, slug: str, except_id: uuid.UUI
 
 
 def _set_tags(db: Any, org: Organization, content: Content, names: dict[str, str]) -> None:
-    """Replace the content's tags; tags are created per organization as needed (one insert, one select)."""
+    """Replace the content's tags; tags are created per organization as needed (one insert, one select).
+
+    New tags are inserted in slug order: two operators adding the same new tags to different items
+    then wait for each other in one order instead of deadlocking."""
     db.execute(ContentTag.__table__.delete().where(ContentTag.content_id == content.id))
     if not names:
         return
     db.execute(
         insert(Tag)
-        .values([{"organization_id": org.id, "slug": slug, "name": name} for slug, name in names.items()])
+        .values(
+            [{"organization_id": org.id, "slug": slug, "name": name} for slug, name in sorted(names.items())]
+        )
         .on_conflict_do_nothing(index_elements=[Tag.organization_id, Tag.slug])
     )
     tag_ids = db.scalars(select(Tag.id).where(Tag.organization_id == org.id, Tag.slug.in_(list(names))))
