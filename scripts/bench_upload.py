@@ -78,7 +78,16 @@ class Server:
             _wait_port(port)
         self.url = f"http://127.0.0.1:{port}"
         if kind == "moto":
-            self.client().create_bucket(Bucket=BUCKET)
+            import boto3
+
+            # moto wants a location constraint outside us-east-1; codex itself uses region "auto".
+            boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.url,
+                region_name="us-east-1",
+                aws_access_key_id=self.key,
+                aws_secret_access_key=self.secret,
+            ).create_bucket(Bucket=BUCKET)
 
     def client(self):  # type: ignore[no-untyped-def]
         from services.storage import S3ObjectStore
