@@ -69,15 +69,24 @@ class Server:
             cmd = [s3rver, "-d", str(self.data), "-a", "127.0.0.1", "-p", "0", "--configure-bucket", BUCKET]
             # Its log goes to a file: a closed pipe would kill it at its first log line.
             self.proc = subprocess.Popen([*cmd, "--silent"], stdout=self.log, stderr=self.log)
-            port = _free_port_from_log(workdir / "server.log", self.proc)
         else:
             self.key = self.secret = "testing"
             port = _free_port()
             cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
             self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
-            _wait_port(port)
-        self.url = f"http://127.0.0.1:{port}"
-        if kind == "moto":
+        try:  # never leave the server running when it fails to come up
+            if kind == "s3rver":
+                port = _free_port_from_log(workdir / "server.log", self.proc)
+            else:
+                _wait_port(port)
+            self.url = f"http://127.0.0.1:{port}"
+            self._create_bucket()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create_bucket(self) -> None:
+        if self.kind == "moto":
             import boto3
 
             # moto wants a location constraint outside us-east-1; codex itself uses region "auto".
