@@ -24,7 +24,8 @@ app = typer.Typer(
 
 IdArg = Annotated[str, typer.Argument(metavar="ID|SLUG", help="Content id, or its slug in --org.")]
 TagOpt = Annotated[
-    list[str] | None, typer.Option("--tag", help="A tag (repeat; at most 10; update: replaces all tags).")
+    list[str] | None,
+    typer.Option("--tag", metavar="TAG", help="A tag (repeat; at most 10; update: replaces all tags)."),
 ]
 
 
@@ -57,7 +58,9 @@ def create(
     media: Annotated[str, typer.Option("--media", help="Media item id (of the same organization).")],
     title: Annotated[str, typer.Option("--title", help="3 to 255 characters.")],
     description: Annotated[str, typer.Option("--description", help="10 to 5000 characters.")],
-    price_cents: Annotated[int, typer.Option("--price-cents", help="Price in cents, 0 for free.")],
+    price_cents: Annotated[
+        int, typer.Option("--price-cents", help="Price in cents, 0 for free, at most 99999999.")
+    ],
     currency: Annotated[str, typer.Option("--currency", help="Three-letter currency code.")] = "usd",
     category: Annotated[str | None, typer.Option("--category", help="Category slug.")] = None,
     tag: TagOpt = None,
@@ -126,7 +129,7 @@ def update(
     ] = None,
     description: Annotated[str | None, typer.Option("--description", help="10 to 5000 characters.")] = None,
     price_cents: Annotated[
-        int | None, typer.Option("--price-cents", help="Price in cents, 0 for free.")
+        int | None, typer.Option("--price-cents", help="Price in cents, 0 for free, at most 99999999.")
     ] = None,
     currency: Annotated[str | None, typer.Option("--currency", help="Three-letter currency code.")] = None,
     category: Annotated[str | None, typer.Option("--category", help="Category slug; '' removes it.")] = None,
