@@ -28,12 +28,13 @@ from services.email_templates import (
 )
 from services.errors import ConfigurationError, ExternalServiceError, ValidationError
 from services.masking import mask_email, mask_secret
+from services.patterns import EMAIL_PATTERN
 from services.settings import Settings
 
 log = logging.getLogger("codex.email")
 
-# The same pattern as the users.email CHECK constraint, anchored; no spaces, commas or angle brackets.
-_ADDRESS = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+# The users.email CHECK constraint's pattern: no spaces, commas or angle brackets.
+_ADDRESS = re.compile(EMAIL_PATTERN)
 DEFAULT_RESEND_API_URL = "https://api.resend.com"
 MAX_ATTEMPTS = 2  # the first try and one retry
 

@@ -19,7 +19,6 @@ from services.errors import ValidationError
 from services.locks import lock_key
 from services.lookup import find_user_by_email
 from services.models import (
-    EMAIL_PATTERN,
     Category,
     MemberRole,
     Organization,
@@ -28,6 +27,7 @@ from services.models import (
     UserRole,
     VerificationToken,
 )
+from services.patterns import EMAIL_PATTERN, SLUG_PATTERN
 
 INVITE_TTL = timedelta(hours=1)
 SEED_ACTOR = "codex seed"
@@ -125,7 +125,7 @@ def seed_owner(
         raise ValidationError("The owner's name must not be empty.")
     org_name = (org_name or "").strip() or "Codex"
     slug = (org_slug or "").strip().lower() or slugify(org_name)
-    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
+    if not re.fullmatch(SLUG_PATTERN, slug):
         raise ValidationError(f"Organization slug {slug!r} must be lower-case letters, digits and hyphens.")
 
     changes: list[str] = []
@@ -243,7 +243,7 @@ def _normalise(items: list[Any]) -> list[dict[str, Any]]:
         if not name:
             raise ValidationError(f"Category #{index} has no name.")
         slug = str(item.get("slug") or "").strip().lower() or slugify(name)
-        if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
+        if not re.fullmatch(SLUG_PATTERN, slug):
             raise ValidationError(
                 f"Category #{index} ({name}): slug {slug!r} must be lower-case letters, digits and hyphens."
             )
