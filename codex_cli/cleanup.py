@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from codex_cli.common import DryRunOpt, JsonOpt, YesOpt, container, is_tty, print_json
+from services.units import format_bytes
 
 if TYPE_CHECKING:
     from services.cleanup import Candidate, CleanupPlan, CleanupProgress, OrphanCleanupResult
@@ -30,15 +31,6 @@ def _require_confirmation_possible(yes: bool, dry_run: bool) -> None:
     from services.errors import ValidationError
 
     raise ValidationError("Refusing to continue without confirmation: pass --yes when not on a terminal.")
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"  # unreachable
 
 
 class _Display:
@@ -90,9 +82,9 @@ class _Display:
 def _describe_plan(plan: CleanupPlan) -> list[str]:
     return [
         f"Older than {plan.cutoff:%Y-%m-%d %H:%M} UTC, after listing {plan.keys_listed:,} keys:",
-        f"  {plan.orphans:,} orphaned objects ({human_bytes(plan.orphan_bytes)})",
+        f"  {plan.orphans:,} orphaned objects ({format_bytes(plan.orphan_bytes)})",
         f"  {plan.stale_media:,} stale uploaded media items used by no content "
-        f"({human_bytes(plan.stale_media_bytes)})",
+        f"({format_bytes(plan.stale_media_bytes)})",
         f"  {plan.multipart_uploads:,} abandoned multipart uploads",
     ]
 
@@ -120,7 +112,7 @@ def orphans(
         return display.ask("Delete them?")
 
     def listed(candidate: Candidate) -> None:
-        size = "" if candidate.size is None else f" ({human_bytes(candidate.size)})"
+        size = "" if candidate.size is None else f" ({format_bytes(candidate.size)})"
         display.echo(f"would delete {candidate.kind:<11} {candidate.key}{size}")
 
     with display:
@@ -163,17 +155,17 @@ def _render_orphans(result: OrphanCleanupResult, older_than: str) -> None:
     if result.dry_run:
         typer.echo(
             f"Dry run: would delete {result.orphans_found:,} orphaned objects "
-            f"({human_bytes(result.orphan_bytes_found)}) and {result.stale_media_found:,} stale uploads "
-            f"({human_bytes(result.stale_media_bytes_found)}), and abort {result.multipart_found:,} "
+            f"({format_bytes(result.orphan_bytes_found)}) and {result.stale_media_found:,} stale uploads "
+            f"({format_bytes(result.stale_media_bytes_found)}), and abort {result.multipart_found:,} "
             "multipart uploads; nothing was changed."
         )
         return
     saved = f" ({result.saved_by_recheck:,} saved by the re-check)" if result.saved_by_recheck else ""
     typer.echo(
-        f"Deleted {result.orphans_deleted:,} orphaned objects ({human_bytes(result.orphan_bytes_deleted)})"
+        f"Deleted {result.orphans_deleted:,} orphaned objects ({format_bytes(result.orphan_bytes_deleted)})"
         f"{saved}, {result.stale_media_deleted:,} stale uploads "
-        f"({human_bytes(result.stale_media_bytes_deleted)}); aborted {result.multipart_aborted:,} "
-        f"multipart uploads. Reclaimed {human_bytes(result.bytes_reclaimed)}."
+        f"({format_bytes(result.stale_media_bytes_deleted)}); aborted {result.multipart_aborted:,} "
+        f"multipart uploads. Reclaimed {format_bytes(result.bytes_reclaimed)}."
     )
 
 

@@ -21,6 +21,7 @@ from codex_cli.common import (
     print_json_line,
     print_table,
 )
+from services.units import format_bytes
 
 if TYPE_CHECKING:
     from services.media import MediaView, UploadResult
@@ -34,13 +35,6 @@ MediaIdArg = Annotated[str, typer.Argument(help="Media item id (UUID).", show_de
 ExpiresOpt = Annotated[
     int, typer.Option("--expires", min=1, help="Lifetime of the presigned URL in seconds (max 604800).")
 ]
-
-
-def _size(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 # ------------------------------------------------------------------------------- upload listeners
@@ -70,7 +64,7 @@ class _LineListener:
 def _result_line(r: UploadResult) -> str:
     if r.ok:
         rate = r.size / r.seconds / (1 << 20) if r.seconds > 0 else 0.0
-        return f"uploaded {r.path} -> {r.media_id} {r.r2_key} ({_size(r.size)}, {rate:.1f} MiB/s)"
+        return f"uploaded {r.path} -> {r.media_id} {r.r2_key} ({format_bytes(r.size)}, {rate:.1f} MiB/s)"
     return f"failed {r.path}: {r.error}"
 
 
@@ -224,7 +218,7 @@ def complete(
         print_json(view)
         return
     typer.echo(
-        f"Recorded media item {view.id} ({view.type}, {_size(view.file_size_bytes)}) at {view.r2_key}."
+        f"Recorded media item {view.id} ({view.type}, {format_bytes(view.file_size_bytes)}) at {view.r2_key}."
     )
 
 
@@ -262,7 +256,15 @@ def mark_failed(
 
 
 def _row(v: MediaView) -> list[Any]:
-    return [v.id, v.type, v.status, _size(v.file_size_bytes), v.filename, v.created_at, v.deleted_at or ""]
+    return [
+        v.id,
+        v.type,
+        v.status,
+        format_bytes(v.file_size_bytes),
+        v.filename,
+        v.created_at,
+        v.deleted_at or "",
+    ]
 
 
 @app.command("list")
@@ -315,7 +317,7 @@ def show(media_id: MediaIdArg, json_output: JsonOpt = False) -> None:
         ("status", v.status),
         ("filename", v.filename),
         ("mime type", v.mime_type),
-        ("size", f"{v.file_size_bytes} bytes ({_size(v.file_size_bytes)})"),
+        ("size", f"{v.file_size_bytes} bytes ({format_bytes(v.file_size_bytes)})"),
         ("sha256", v.sha256 or "-"),
         ("r2 key", v.r2_key),
         ("object", obj),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from services import r2keys
 from services.errors import Conflict, ExternalServiceError, NotFound, ValidationError
 from services.storage import DEFAULT_EXPIRES, UploadCancelled
+from services.units import format_bytes
 
 if TYPE_CHECKING:
     from services.bootstrap import Container
@@ -231,7 +232,7 @@ def check_limits(media_type: str, size: int, name: str) -> None:
     limit = VIDEO_MAX_BYTES if media_type == "video" else AUDIO_MAX_BYTES
     if size > limit:
         raise ValidationError(
-            f"{name} is {_human(size)}, over the {_human(limit)} limit for {media_type} files."
+            f"{name} is {format_bytes(size)}, over the {format_bytes(limit)} limit for {media_type} files."
         )
 
 
@@ -279,14 +280,6 @@ def sha256_file(path: Path, chunk: int = 8 * MiB) -> str:
         while n := fh.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
-        if n >= size:
-            value = n / size
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{n} bytes"
 
 
 # ------------------------------------------------------------------------------------------ upload

@@ -22,7 +22,7 @@ def test_orphans_with_yes_deletes_and_reports(s3_cli, bucket) -> None:
     kept = bucket.put("exports/report.csv")
     result = s3_cli("cleanup", "orphans", "--older-than", "0s", "--yes")
     assert result.exit_code == 0, result.output
-    assert "Deleted 1 orphaned objects (2.0 KB)" in result.stdout
+    assert "Deleted 1 orphaned objects (2 KiB)" in result.stdout
     assert "1 outside the media/resource layout" in result.stdout
     assert bucket.listed() == {kept}
 
