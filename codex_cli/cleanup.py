@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from codex_cli.common import DryRunOpt, JsonOpt, YesOpt, container, is_tty, print_json
+from codex_cli.common import DryRunOpt, JsonOpt, YesOpt, container, is_tty, print_json, require_confirmable
 from services.units import format_bytes
 
 if TYPE_CHECKING:
@@ -23,14 +22,6 @@ OlderThanOpt = Annotated[
     str,
     typer.Option("--older-than", help="Only touch objects and uploads older than this (30s, 15m, 24h, 7d)."),
 ]
-
-
-def _require_confirmation_possible(yes: bool, dry_run: bool) -> None:
-    if yes or dry_run or sys.stdin.isatty():
-        return
-    from services.errors import ValidationError
-
-    raise ValidationError("Refusing to continue without confirmation: pass --yes when not on a terminal.")
 
 
 class _Display:
@@ -101,7 +92,7 @@ def orphans(
     from services.durations import parse_duration
 
     threshold = parse_duration(older_than)
-    _require_confirmation_possible(yes, dry_run)
+    require_confirmable(yes or dry_run)
     display = _Display(enabled=is_tty() and not json_output, err=json_output)
 
     def ask(plan: CleanupPlan) -> bool:
@@ -174,7 +165,7 @@ def sessions(dry_run: DryRunOpt = False, yes: YesOpt = False, json_output: JsonO
     """Delete expired sessions and verification tokens, in batches."""
     from services.cleanup import SessionCleanupResult, cleanup_sessions
 
-    _require_confirmation_possible(yes, dry_run)
+    require_confirmable(yes or dry_run)
 
     def ask(found: SessionCleanupResult) -> bool:
         if not (found.expired_sessions or found.expired_verification_tokens):

@@ -135,14 +135,20 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
     console().print(table)
 
 
+def require_confirmable(yes: bool) -> None:
+    """Refuse up front (before any work) when a confirmation will be needed but nobody can answer it."""
+    if yes or sys.stdin.isatty():
+        return
+    from services.errors import ValidationError
+
+    raise ValidationError("Refusing to continue without confirmation: pass --yes when not on a terminal.")
+
+
 def confirm(question: str, yes: bool) -> None:
     """Go on when --yes was given or the person at the terminal says yes; refuse otherwise."""
     if yes:
         return
-    if not sys.stdin.isatty():
-        from services.errors import ValidationError
-
-        raise ValidationError("Refusing to continue without confirmation: pass --yes when not on a terminal.")
+    require_confirmable(yes)
     if not typer.confirm(question, default=False):
         typer.echo("Aborted; nothing was changed.", err=True)
         raise typer.Exit(1)
