@@ -61,10 +61,9 @@ def stop_embedded(home: Path) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pgserver._commands import pg_ctl
-        from pgserver.postgres_server import PostgresServer
 
+    # As root, pgserver runs the server as its own `pgserver` system user; stop it as that user too.
     server_user = "pgserver" if _is_root() else None
-    _ = PostgresServer  # the import creates pgserver's runtime dir
     pg_ctl(["-w", "stop"], pgdata=pgdata, user=server_user)
     return True
 

@@ -111,5 +111,8 @@ def test_installed_entry_point_uses_the_embedded_default(tmp_path: Path) -> None
         data = json.loads(status.stdout)
         assert data["embedded"] is True and data["up_to_date"] is True
         assert (tmp_path / "home" / "pgdata" / "PG_VERSION").exists()
+        stop = subprocess.run([*codex, "db", "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0 and "Stopped the embedded PostgreSQL" in stop.stdout
+        assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
     finally:
         subprocess.run([*codex, "db", "stop"], env=env, capture_output=True, timeout=60)
