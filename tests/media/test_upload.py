@@ -216,3 +216,46 @@ def test_upload_to_the_local_store_round_trips(cli, settings, session, make_file
     assert out.exit_code == 0, out.output
     shown = json.loads(out.stdout)
     assert shown["object_exists"] is True and shown["object_size"] == 5000
+
+
+def test_rows_written_together_keep_their_own_outcomes(container, session) -> None:  # type: ignore[no-untyped-def]
+    """The group commit of many-file uploads: every good row lands, a clashing one alone fails."""
+    import threading
+    import time
+
+    from services.errors import Conflict
+    from services.media import MediaFile, _GroupInserter, _media_values
+
+    org = make_org(session)
+    session.commit()
+    inserter = _GroupInserter(container)
+
+    def values(media_id: uuid.UUID) -> dict:
+        f = MediaFile(Path("a.mp3"), "a.mp3", "audio/mpeg", "audio", 10, "mp3")
+        return _media_values(
+            media_id, org.id, None, f"{org.id}/originals/{media_id}/original.mp3", f, "0" * 64
+        )
+
+    taken = uuid.uuid4()
+    inserter.insert(values(taken))
+    ids = [uuid.uuid4() for _ in range(11)] + [taken]
+    outcomes: dict[uuid.UUID, object] = {}
+
+    def worker(media_id: uuid.UUID) -> None:
+        try:
+            outcomes[media_id] = inserter.insert(values(media_id)).id
+        except Conflict as exc:
+            outcomes[media_id] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in ids]
+    with inserter._turn:  # hold the writer's turn until every row is queued: they form one group
+        for t in threads:
+            t.start()
+        while len(inserter._pending) < len(ids):
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+
+    assert isinstance(outcomes.pop(taken), Conflict)
+    assert outcomes == {i: i for i in ids[:-1]}
+    assert {r.id for r in _rows(session)} == set(ids)
