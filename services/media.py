@@ -502,7 +502,9 @@ def _insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.
     table = MediaItem.__table__
     with container.uow() as uow:
         try:
-            returned = uow.session.execute(insert(table).values(rows).returning(table)).all()
+            # executemany with RETURNING: SQLAlchemy sends one multi-row INSERT per 1,000 rows and
+            # compiles the statement once, whatever the number of rows.
+            returned = uow.session.execute(insert(table).returning(table), rows).all()
         except IntegrityError:
             ids = ", ".join(str(r["id"]) for r in rows)
             raise Conflict(f"Media item {ids} already exists.") from None

@@ -1,6 +1,6 @@
 """Object storage: `S3ObjectStore` (boto3; R2, S3, MinIO, moto) and `LocalObjectStore` (a directory).
 
-Only this module imports boto3. Both stores offer the same operations: put a file (multipart with
+Only this module imports boto3's botocore. Both stores offer the same operations: put a file (multipart with
 parallel parts above a threshold), head, presigned PUT/GET URLs, delete, batch delete, paginated
 listing by prefix, and listing/aborting incomplete multipart uploads.
 """
@@ -136,6 +136,20 @@ _NO_BUCKET = {"NoSuchBucket"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
 
 
+def _send_body_in_one_piece(request: Any, **_: Any) -> None:
+    """Hand urllib3 the part as bytes rather than the BytesIO botocore wrapped it in.
+
+    botocore turns a bytes body into a BytesIO (to hash it for the signature); urllib3 then sends a
+    file-like body 16 KiB at a time through Python-level calls - 65,536 send() calls per GiB, a
+    good share of the client's CPU on a machine it shares with the server. As bytes it goes out in
+    one sendall(). Retries still work: a bytes body is simply sent again. Returns None, as a
+    before-send handler must (a value would replace the HTTP response).
+    """
+    body = request.body
+    if hasattr(body, "getvalue"):
+        request.body = body.getvalue()  # an unmodified BytesIO shares its buffer: no copy
+
+
 class S3ObjectStore:
     """A bucket on R2 (or any S3 API) through boto3; multipart uploads with parallel parts."""
 
@@ -149,7 +163,7 @@ class S3ObjectStore:
         part_size: int = DEFAULT_PART_SIZE,
         max_pool_connections: int = 32,
     ) -> None:
-        import boto3
+        import botocore.session
         from botocore.config import Config
 
         self.bucket = bucket
@@ -173,9 +187,11 @@ class S3ObjectStore:
             read_timeout=120,
             max_pool_connections=max_pool_connections,
         )
-        # A session per store: boto3's default session is shared module state and not thread-safe.
-        session = boto3.session.Session()
-        self._client = session.client(
+        # boto3's S3 client is this botocore client; building it straight from botocore skips
+        # boto3's import of s3transfer (we upload parts ourselves), ~0.1 s off every command.
+        # A session per store: a shared default session is module state and not thread-safe.
+        session = botocore.session.get_session()
+        self._client = session.create_client(
             "s3",
             endpoint_url=endpoint_url,
             aws_access_key_id=access_key_id,
@@ -183,6 +199,8 @@ class S3ObjectStore:
             config=config,
         )
         self._client.meta.events.register("before-send.s3", self._count_request)
+        for operation in ("PutObject", "UploadPart"):
+            self._client.meta.events.register(f"before-send.s3.{operation}", _send_body_in_one_piece)
 
     @property
     def client(self) -> Any:
