@@ -18,6 +18,7 @@ Files and server data go to --workdir and are deleted at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -59,8 +60,16 @@ class Run:
 
 
 class Server:
-    def __init__(self, kind: str, workdir: Path, s3rver: str) -> None:
+    def __init__(self, kind: str, workdir: Path, s3rver: str, endpoint: str = "", creds: str = "") -> None:
         self.kind = kind
+        if kind == "external":  # already running (e.g. Ceph radosgw): not started or stopped here
+            self.url = endpoint
+            self.key, self.secret = creds.split(":", 1)
+            self.proc = None
+            self.log = None
+            self.pids = _server_pids()
+            self._create_bucket()
+            return
         self.data = workdir / "server-data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -86,32 +95,43 @@ class Server:
             raise
 
     def _create_bucket(self) -> None:
-        if self.kind == "moto":
+        if self.kind in ("moto", "external"):
             import boto3
 
             # moto wants a location constraint outside us-east-1; codex itself uses region "auto".
-            boto3.session.Session().client(
+            client = boto3.session.Session().client(
                 "s3",
                 endpoint_url=self.url,
                 region_name="us-east-1",
                 aws_access_key_id=self.key,
                 aws_secret_access_key=self.secret,
-            ).create_bucket(Bucket=BUCKET)
+            )
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=BUCKET)
 
     def client(self):  # type: ignore[no-untyped-def]
         from services.storage import S3ObjectStore
 
         return S3ObjectStore(BUCKET, self.url, self.key, self.secret).client
 
+    def _pids(self) -> list[int]:
+        return self.pids if self.proc is None else [self.proc.pid]
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the server's processes (radosgw, OSD, monitor for an external Ceph)."""
+        total = 0.0
+        for pid in self._pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def rss_mb(self) -> tuple[float, float]:
-        """(current RSS, peak RSS) of the server process in MB."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-        hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        """(current RSS, peak RSS) of the server's processes in MB."""
+        rss = hwm = 0
+        for pid in self._pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            rss += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            hwm += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
         return rss / 1024, hwm / 1024
 
     def empty(self) -> None:
@@ -121,12 +141,29 @@ class Server:
                 client.delete_object(Bucket=BUCKET, Key=obj["Key"])
 
     def stop(self) -> None:
+        if self.proc is None:
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+SERVER_PROCESSES = ("radosgw", "ceph-osd", "ceph-mon", "ceph-mgr", "minio")
+
+
+def _server_pids() -> list[int]:
+    """The local processes of an external S3 server, so its CPU time can be reported."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() in SERVER_PROCESSES:
+                pids.append(int(stat.parent.name))
+        except OSError:
+            continue
+    return pids
 
 
 def _free_port_from_log(log: Path, proc: subprocess.Popen) -> int:  # type: ignore[type-arg]
@@ -231,7 +268,14 @@ def setup_codex(home: Path, server: Server) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", choices=["s3rver", "moto"], default="s3rver")
+    parser.add_argument(
+        "--server",
+        choices=["s3rver", "moto", "external"],
+        default="s3rver",
+        help="external: a running server at --endpoint (e.g. Ceph radosgw); its CPU is read from /proc",
+    )
+    parser.add_argument("--endpoint", default="http://127.0.0.1:7480", help="with --server external")
+    parser.add_argument("--creds", default="benchkey:benchsecret", help="KEY:SECRET, with --server external")
     parser.add_argument("--s3rver", default="/tmp/s3rver-bench/node_modules/.bin/s3rver")
     parser.add_argument("--aws", default=shutil.which("aws", path="/tmp/awsvenv/bin") or shutil.which("aws"))
     parser.add_argument("--large-mib", type=int, default=1024)
@@ -250,7 +294,7 @@ def main() -> None:
         print(f"files: 1 x {args.large_mib} MiB and {args.small_count} x {args.small_mib} MiB in {workdir}")
         large, small = make_files(workdir, args.large_mib, args.small_count, args.small_mib)
         small_files = sorted(str(p) for p in small.iterdir())
-        server = Server(args.server, workdir, args.s3rver)
+        server = Server(args.server, workdir, args.s3rver, args.endpoint, args.creds)
         codex_env = setup_codex(workdir / "home", server)
         aws_env = {
             **os.environ,
