@@ -2,12 +2,16 @@
 
 Uploads one large file (1 GiB by default) and many small ones (200 x 1 MiB) with both tools, end to
 end as an operator runs them (process start, hashing, verification and the database row included for
-codex), and prints MiB/s, wall time, peak RSS, client and server CPU, and the ratio codex/aws. A plain
-`curl -T` of the large file to a presigned URL is measured as the server's ceiling.
+codex), and prints MiB/s, wall time, peak RSS, client and server CPU, and the ratio codex/aws. In the
+same run: boto3's own transfer engine (s3transfer, 8 threads x 8 MiB parts, as in the issue's peer
+figures), codex's fixed cost (one 1 MiB file, whole process), `openssl dgst -sha256` of the large file (the
+floor of the SHA-256 pass codex must finish before the upload can start: the hash is object metadata,
+set when the upload is created), and a plain `curl -T` to a presigned URL (the server's ceiling).
 
     python scripts/bench_upload.py                      # s3rver from npm (see --s3rver)
     python scripts/bench_upload.py --server moto        # moto's server (heavy: it is the bottleneck)
     python scripts/bench_upload.py --large-mib 256 --small-count 50 --rounds 1   # quicker
+    scripts/radosgw_local.sh start && python scripts/bench_upload.py --server external   # Ceph radosgw
 
 Needs: awscli in its own venv (`python -m venv /tmp/awsvenv && /tmp/awsvenv/bin/pip install awscli`,
 so it does not change the project's boto3), and for s3rver `npm install s3rver` in some directory
@@ -40,6 +44,22 @@ MP3_HEADER = b"ID3\x04\x00\x00\x00\x00\x00\x00"
 BUCKET = "codex-bench"
 
 
+# The boto3 peer: s3transfer's TransferManager (what boto3's upload_file uses), 8 threads, 8 MiB parts
+# above 16 MiB, all files submitted at once; no hashing, verification or database, like aws s3 cp.
+BOTO3_PEER = """
+import os, sys, boto3
+from boto3.s3.transfer import TransferConfig
+from s3transfer.manager import TransferManager
+url, bucket, *paths = sys.argv[1:]
+client = boto3.session.Session().client("s3", endpoint_url=url, region_name="us-east-1")
+config = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=8)
+with TransferManager(client, config) as manager:
+    futures = [manager.upload(p, bucket, "boto3/" + os.path.basename(p)) for p in paths]
+    for f in futures:
+        f.result()
+"""
+
+
 @dataclass
 class Run:
     tool: str
@@ -60,14 +80,16 @@ class Run:
 
 
 class Server:
-    def __init__(self, kind: str, workdir: Path, s3rver: str, endpoint: str = "", creds: str = "") -> None:
+    def __init__(
+        self, kind: str, workdir: Path, s3rver: str, endpoint: str = "", creds: str = "", procs: str = ""
+    ) -> None:
         self.kind = kind
         if kind == "external":  # already running (e.g. Ceph radosgw): not started or stopped here
             self.url = endpoint
             self.key, self.secret = creds.split(":", 1)
             self.proc = None
             self.log = None
-            self.pids = _server_pids()
+            self.pids = _server_pids(procs.split(","))
             self._create_bucket()
             return
         self.data = workdir / "server-data"
@@ -151,15 +173,12 @@ class Server:
         self.log.close()
 
 
-SERVER_PROCESSES = ("radosgw", "ceph-osd", "ceph-mon", "ceph-mgr", "minio")
-
-
-def _server_pids() -> list[int]:
+def _server_pids(names: list[str]) -> list[int]:
     """The local processes of an external S3 server, so its CPU time can be reported."""
     pids = []
     for stat in Path("/proc").glob("[0-9]*/comm"):
         try:
-            if stat.read_text().strip() in SERVER_PROCESSES:
+            if stat.read_text().strip() in names:
                 pids.append(int(stat.parent.name))
         except OSError:
             continue
@@ -276,6 +295,11 @@ def main() -> None:
     )
     parser.add_argument("--endpoint", default="http://127.0.0.1:7480", help="with --server external")
     parser.add_argument("--creds", default="benchkey:benchsecret", help="KEY:SECRET, with --server external")
+    parser.add_argument(
+        "--server-procs",
+        default="radosgw,ceph-osd,ceph-mon",
+        help="process names (as in /proc/PID/comm) whose CPU is the external server's",
+    )
     parser.add_argument("--s3rver", default="/tmp/s3rver-bench/node_modules/.bin/s3rver")
     parser.add_argument("--aws", default=shutil.which("aws", path="/tmp/awsvenv/bin") or shutil.which("aws"))
     parser.add_argument("--large-mib", type=int, default=1024)
@@ -294,7 +318,7 @@ def main() -> None:
         print(f"files: 1 x {args.large_mib} MiB and {args.small_count} x {args.small_mib} MiB in {workdir}")
         large, small = make_files(workdir, args.large_mib, args.small_count, args.small_mib)
         small_files = sorted(str(p) for p in small.iterdir())
-        server = Server(args.server, workdir, args.s3rver, args.endpoint, args.creds)
+        server = Server(args.server, workdir, args.s3rver, args.endpoint, args.creds, args.server_procs)
         codex_env = setup_codex(workdir / "home", server)
         aws_env = {
             **os.environ,
@@ -329,6 +353,13 @@ def main() -> None:
                     else [*aws, "--recursive", str(small), f"s3://{BUCKET}/aws/small/"]
                 )
                 env = aws_env
+            elif tool == "boto3":  # boto3's transfer engine, 8 threads x 8 MiB parts, like the issue's peer
+                paths = [str(large)] if case == "large" else small_files
+                cmd = [sys.executable, "-c", BOTO3_PEER, server.url, BUCKET, *paths]
+                env = aws_env
+            elif tool == "sha256":  # openssl reading and hashing the file once: the floor of codex's pre-pass
+                cmd = ["openssl", "dgst", "-sha256", str(large)]
+                env = dict(os.environ)
             else:  # curl: one plain HTTP PUT to a presigned URL, the server's ceiling
                 from services.storage import S3ObjectStore
 
@@ -348,7 +379,11 @@ def main() -> None:
                     url,
                 ]
                 env = dict(os.environ)
-            nbytes = large_bytes if case == "large" else small_bytes
+            if case == "one":  # codex's fixed cost: start, database, S3 client, one 1 MiB file
+                cmd, env = [*codex, small_files[0]], codex_env
+            nbytes = {"large": large_bytes, "small": small_bytes, "one": Path(small_files[0]).stat().st_size}[
+                case
+            ]
             run = measure(tool, case, cmd, env, nbytes, server)
             runs.append(run)
             rss, hwm = server.rss_mb()
@@ -363,10 +398,12 @@ def main() -> None:
 
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}")
-            order = ["codex", "aws"] if round_no % 2 == 0 else ["aws", "codex"]
+            order = ["codex", "aws", "boto3"] if round_no % 2 == 0 else ["boto3", "aws", "codex"]
             for case in ("large", "small"):
                 for tool in order:
                     run_case(tool, case)
+            run_case("codex", "one")
+            run_case("sha256", "large")
             if shutil.which("curl"):
                 run_case("curl", "large")
 
@@ -377,19 +414,28 @@ def main() -> None:
             ("small", f"{args.small_count} x {args.small_mib} MiB"),
         ):
             best = {}
-            for tool in ("codex", "aws", "curl"):
+            for tool in ("codex", "aws", "boto3", "curl", "sha256"):
                 done = [r for r in runs if r.tool == tool and r.case == case and r.ok]
                 if done:
                     best[tool] = min(done, key=lambda r: r.wall)
             for tool, r in best.items():
                 print(
-                    f"  {label:<14} {tool:<5} {r.mib_s:7.1f} MiB/s  {r.wall:6.2f} s"
+                    f"  {label:<14} {tool:<9} {r.mib_s:7.1f} MiB/s  {r.wall:6.2f} s"
                     f"  peak RSS {r.peak_rss_mb:5.0f} MB"
                     f"  client CPU {r.client_cpu:5.1f} s  server CPU {r.server_cpu:5.1f} s"
                     f" ({100 * r.server_cpu / r.wall:.0f}% of a core)"
                 )
             if "codex" in best and "aws" in best:
                 print(f"  {label:<14} ratio codex/aws: {best['codex'].mib_s / best['aws'].mib_s:.2f}x")
+            if "codex" in best and "boto3" in best:
+                print(f"  {label:<14} ratio codex/boto3: {best['codex'].mib_s / best['boto3'].mib_s:.2f}x")
+        one = [r for r in runs if r.case == "one" and r.ok]
+        if one:
+            r = min(one, key=lambda r: r.wall)
+            print(
+                f"  codex fixed cost (one 1 MiB file, whole process): {r.wall:.2f} s,"
+                f" client CPU {r.client_cpu:.2f} s"
+            )
     finally:
         if server is not None:
             server.stop()

@@ -325,19 +325,18 @@ def upload_media(
     if problems:
         raise ValidationError("Nothing was uploaded: " + "; ".join(problems) + ".")
 
-    # Hashing starts now, on other cores (hashlib releases the GIL), while this thread imports the
+    # Hashing starts now, on the other core (hashlib releases the GIL), while this thread imports the
     # database and S3 layers and looks the organization up; nothing is sent before that succeeds.
+    # The S3 client is built here too, not in a thread: imports hold the GIL, so building it beside
+    # the database imports only added thread switches (measured: 0.90 s -> 0.85 s for one file).
     hasher = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="codex-hash")
     digests = {f.path: hasher.submit(sha256_file, f.path) for f in files}
-    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codex-store")
-    store_ready = builder.submit(lambda: container.object_store)
-    builder.shutdown(wait=False)
     try:
         with container.uow() as uow:
             org = resolve_org(uow.session, org_ref)
             org_id = org.id
             uploader = _operator_id(uow.session, by or container.settings.codex_operator_email)
-        store = store_ready.result()
+        store = container.object_store
     except BaseException:
         hasher.shutdown(wait=True, cancel_futures=True)
         raise
