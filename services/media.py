@@ -8,7 +8,6 @@ verified (size and SHA-256 metadata); status moves uploaded -> transcoding -> re
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import mimetypes
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from services import r2keys
-from services.errors import Conflict, ExternalServiceError, NotFound, ValidationError
+from services.errors import CodexError, Conflict, ExternalServiceError, NotFound, ValidationError
 from services.storage import DEFAULT_EXPIRES, UploadCancelled
 from services.units import format_bytes
 
@@ -433,23 +432,28 @@ def _upload_one(
     except (UploadCancelled, CancelledError, KeyboardInterrupt):
         cancel.set()  # one interrupted file stops the batch, as Ctrl-C does
         result.error = "interrupted; nothing was kept"
-    except (ExternalServiceError, ValidationError, Conflict, OSError) as exc:
+    except (CodexError, OSError) as exc:
         result.error = str(exc) if not isinstance(exc, OSError) else f"cannot read the file ({exc.strerror})"
     except Exception as exc:  # noqa: BLE001 - one file's unexpected failure must not hide the others
         result.error = f"unexpected {type(exc).__name__}"
     finally:
-        if not result.ok and sent:
-            _discard(store, key)
+        if not result.ok and sent and not _discard(store, key) and result.error:
+            result.error = result.error.rstrip(".") + (
+                f"; its object {key} could not be removed (`codex cleanup orphans` removes it later)."
+            )
     result.seconds = time.monotonic() - started
     if listener:
         listener.file_finished(result)
     return result
 
 
-def _discard(store: Any, key: str) -> None:
+def _discard(store: Any, key: str) -> bool:
     """Remove an object a failed upload may have completed, so nothing is left without a row."""
-    with contextlib.suppress(ExternalServiceError):  # else `codex cleanup orphans` removes it later
+    try:
         store.delete(key)
+    except ExternalServiceError:
+        return False  # `codex cleanup orphans` removes it later; the result says so
+    return True
 
 
 def _verify_object(store: Any, key: str, size: int, digest: str | None) -> Any:
@@ -504,12 +508,24 @@ def _insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.
             # executemany with RETURNING: SQLAlchemy sends one multi-row INSERT per 1,000 rows and
             # compiles the statement once, whatever the number of rows.
             returned = uow.session.execute(insert(table).returning(table), rows).all()
-        except IntegrityError:
-            ids = ", ".join(str(r["id"]) for r in rows)
-            raise Conflict(f"Media item {ids} already exists.") from None
+        except IntegrityError as exc:
+            raise _integrity_error(exc, rows) from None
         views = {row.id: MediaView.of(row) for row in returned}
         uow.commit()
     return views
+
+
+def _integrity_error(exc: Exception, rows: list[dict[str, Any]]) -> Exception:
+    """Say which rule a refused row broke: the organization or operator vanished, or a duplicate."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    constraint = str(getattr(getattr(orig, "diag", None), "constraint_name", "") or "")
+    if sqlstate == "23503":  # foreign_key_violation
+        if "uploaded_by" in constraint:
+            return NotFound("The uploading operator's account was deleted during the upload.")
+        return NotFound("The organization was deleted during the upload.")
+    ids = ", ".join(str(r["id"]) for r in rows)
+    return Conflict(f"Media item {ids} already exists.")
 
 
 def _insert_media(
@@ -550,19 +566,33 @@ class _GroupInserter:
 
     def _write(self, group: list[tuple[dict[str, Any], Future[MediaView]]]) -> None:
         try:
-            views = _insert_rows(self._container, [values for values, _ in group])
-        except Exception as exc:  # noqa: BLE001 - retried row by row below, each row gets its own outcome
+            views = self._insert([values for values, _ in group])
+        except (Conflict, NotFound) as exc:  # one row broke a rule: the others may still be fine
             if len(group) == 1:
                 group[0][1].set_exception(exc)
                 return
             for values, future in group:
                 try:
-                    future.set_result(_insert_rows(self._container, [values])[values["id"]])
+                    future.set_result(self._insert([values])[values["id"]])
                 except Exception as exc:  # noqa: BLE001 - handed to the worker that owns the row
                     future.set_exception(exc)
             return
+        except Exception as exc:  # noqa: BLE001 - the database itself failed: every row of the group did
+            for _, future in group:
+                future.set_exception(exc)
+            return
         for values, future in group:
             future.set_result(views[values["id"]])
+
+    def _insert(self, rows: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
+        from sqlalchemy.exc import DBAPIError
+
+        from services.db import connection_error
+
+        try:
+            return _insert_rows(self._container, rows)
+        except DBAPIError as exc:  # lost connection, server gone: one sentence, password masked
+            raise connection_error(self._container.database_url, exc) from None
 
 
 # ------------------------------------------------------------------------------ two-step (browser)

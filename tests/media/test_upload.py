@@ -259,3 +259,40 @@ def test_rows_written_together_keep_their_own_outcomes(container, session) -> No
     assert isinstance(outcomes.pop(taken), Conflict)
     assert outcomes == {i: i for i in ids[:-1]}
     assert {r.id for r in _rows(session)} == set(ids)
+
+
+class _DeleteOrgOnProgress:
+    """A listener that deletes the organization (as another operator would) once bytes went up."""
+
+    def __init__(self, session, org) -> None:  # type: ignore[no-untyped-def]
+        self.session, self.org, self.finished = session, org, []
+
+    def file_started(self, path: Path, size: int) -> None:
+        pass
+
+    def file_progress(self, path: Path, nbytes: int) -> None:
+        if self.org is not None:
+            self.session.delete(self.org)
+            self.session.commit()
+            self.org = None
+
+    def file_finished(self, result) -> None:  # type: ignore[no-untyped-def]
+        self.finished.append(result)
+
+
+def test_org_deleted_during_the_upload_keeps_no_row_and_no_object(
+    s3_settings, s3_client, session, make_file
+) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session)
+    session.commit()
+    clip = make_file("clip.mp4", 40_000)
+    container = Container(s3_settings)
+    listener = _DeleteOrgOnProgress(session, org)
+    batch = upload_media(container, [clip], org.slug, listener=listener)
+    container.close()
+
+    (result,) = batch.results
+    assert not result.ok
+    assert result.error == "The organization was deleted during the upload."
+    assert _rows(session) == []
+    assert _keys(s3_client, s3_settings.r2_media_bucket) == []
