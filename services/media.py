@@ -528,18 +528,6 @@ def _integrity_error(exc: Exception, rows: list[dict[str, Any]]) -> Exception:
     return Conflict(f"Media item {ids} already exists.")
 
 
-def _insert_media(
-    container: Container,
-    media_id: uuid.UUID,
-    org_id: uuid.UUID,
-    uploader: uuid.UUID | None,
-    key: str,
-    f: MediaFile,
-    digest: str | None,
-) -> MediaView:
-    return _insert_rows(container, [_media_values(media_id, org_id, uploader, key, f, digest)])[media_id]
-
-
 class _GroupInserter:
     """Group commit for the rows of a many-file upload: whichever worker gets the writer's turn
     inserts every row handed over meanwhile in one statement and one transaction, so 200 small
@@ -669,7 +657,8 @@ def complete_upload(
         size=size,
         ext=ext,
     )
-    return _insert_media(container, media_id, org_id, uploader, key, f, digest)
+    values = _media_values(media_id, org_id, uploader, key, f, digest)
+    return _insert_rows(container, [values])[media_id]
 
 
 # ---------------------------------------------------------------------------------- status changes
