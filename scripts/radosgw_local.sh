@@ -105,6 +105,10 @@ rgw data = $D/rgwdata
 rgw thread pool size = 128
 rgw enable usage log = false
 rgw enable ops log = false
+# Benchmarks delete what they upload; reclaim it within a minute, not radosgw's default two hours,
+# or repeated runs fill the OSD and radosgw stalls every write.
+rgw gc obj min wait = 60
+rgw gc processor period = 60
 CONF
   ceph-authtool --create-keyring $D/keyring --gen-key -n mon. --cap mon 'allow *' >/dev/null
   ceph-authtool $D/keyring --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
