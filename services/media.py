@@ -496,10 +496,12 @@ def _media_values(
 
 
 def _insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
-    """One INSERT ... RETURNING for all `rows`, one transaction; a duplicate id is a Conflict."""
+    """One INSERT ... RETURNING for all `rows`, one transaction. A broken rule is a Conflict or
+    NotFound naming it; a failing database is one sentence with the password masked."""
     from sqlalchemy import insert
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import DBAPIError, IntegrityError
 
+    from services.db import connection_error
     from services.models import MediaItem
 
     table = MediaItem.__table__
@@ -510,6 +512,8 @@ def _insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.
             returned = uow.session.execute(insert(table).returning(table), rows).all()
         except IntegrityError as exc:
             raise _integrity_error(exc, rows) from None
+        except DBAPIError as exc:  # lost connection, server gone
+            raise connection_error(container.database_url, exc) from None
         views = {row.id: MediaView.of(row) for row in returned}
         uow.commit()
     return views
@@ -532,8 +536,8 @@ class _GroupInserter:
     """Group commit for the rows of a many-file upload: whichever worker gets the writer's turn
     inserts every row handed over meanwhile in one statement and one transaction, so 200 small
     files cost a few dozen round trips instead of 200 transactions. Each worker still returns only
-    once its own row is committed; if a group fails, its rows are retried one by one so one bad row
-    cannot fail the others."""
+    once its own row is committed. A group refused by a rule is retried row by row, so one bad row
+    cannot fail the others; a failing database fails the whole group at once."""
 
     def __init__(self, container: Container) -> None:
         self._container = container
@@ -554,14 +558,14 @@ class _GroupInserter:
 
     def _write(self, group: list[tuple[dict[str, Any], Future[MediaView]]]) -> None:
         try:
-            views = self._insert([values for values, _ in group])
+            views = _insert_rows(self._container, [values for values, _ in group])
         except (Conflict, NotFound) as exc:  # one row broke a rule: the others may still be fine
             if len(group) == 1:
                 group[0][1].set_exception(exc)
                 return
             for values, future in group:
                 try:
-                    future.set_result(self._insert([values])[values["id"]])
+                    future.set_result(_insert_rows(self._container, [values])[values["id"]])
                 except Exception as exc:  # noqa: BLE001 - handed to the worker that owns the row
                     future.set_exception(exc)
             return
@@ -571,16 +575,6 @@ class _GroupInserter:
             return
         for values, future in group:
             future.set_result(views[values["id"]])
-
-    def _insert(self, rows: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
-        from sqlalchemy.exc import DBAPIError
-
-        from services.db import connection_error
-
-        try:
-            return _insert_rows(self._container, rows)
-        except DBAPIError as exc:  # lost connection, server gone: one sentence, password masked
-            raise connection_error(self._container.database_url, exc) from None
 
 
 # ------------------------------------------------------------------------------ two-step (browser)

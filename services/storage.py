@@ -1,8 +1,8 @@
 """Object storage: `S3ObjectStore` (boto3; R2, S3, MinIO, moto) and `LocalObjectStore` (a directory).
 
-Only this module imports boto3's botocore. Both stores offer the same operations: put a file (multipart with
-parallel parts above a threshold), head, presigned PUT/GET URLs, delete, batch delete, paginated
-listing by prefix, and listing/aborting incomplete multipart uploads.
+Only this module imports boto3's botocore. Both stores offer the same operations: put a file
+(multipart with parallel parts above a threshold), head, presigned PUT/GET URLs, delete, batch
+delete, paginated listing by prefix, and listing/aborting incomplete multipart uploads.
 """
 
 from __future__ import annotations

@@ -296,3 +296,47 @@ def test_org_deleted_during_the_upload_keeps_no_row_and_no_object(
     assert result.error == "The organization was deleted during the upload."
     assert _rows(session) == []
     assert _keys(s3_client, s3_settings.r2_media_bucket) == []
+
+
+class _DropDatabaseConnections:
+    """A listener that, once bytes went up, terminates the upload's database connections."""
+
+    def __init__(self, session) -> None:  # type: ignore[no-untyped-def]
+        self.session, self.done, self.finished = session, False, []
+
+    def file_started(self, path: Path, size: int) -> None:
+        pass
+
+    def file_progress(self, path: Path, nbytes: int) -> None:
+        if not self.done:
+            from sqlalchemy import text
+
+            self.session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            self.session.commit()
+            self.done = True
+
+    def file_finished(self, result) -> None:  # type: ignore[no-untyped-def]
+        self.finished.append(result)
+
+
+def test_database_lost_during_the_upload_keeps_no_row_and_no_object(
+    s3_settings, s3_client, session, make_file
+) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session)
+    session.commit()
+    clip = make_file("clip.mp4", 40_000)
+    container = Container(s3_settings)
+    batch = upload_media(container, [clip], org.slug, listener=_DropDatabaseConnections(session))
+    container.close()
+
+    (result,) = batch.results
+    assert not result.ok
+    assert result.error.startswith("Cannot connect to the database at ")
+    assert "unexpected" not in result.error
+    assert _rows(session) == []
+    assert _keys(s3_client, s3_settings.r2_media_bucket) == []
