@@ -47,7 +47,7 @@ def check(
     json_output: JsonOpt = False,
 ) -> None:
     """Exit 0 when the user has access to the content (a completed, unrefunded purchase), 1 when not."""
-    from services.access import check_access_for
+    from services.access.entitlements import check_access_for
 
     result = check_access_for(container(), user, content)
     if json_output:
@@ -74,7 +74,7 @@ def grant(
     json_output: JsonOpt = False,
 ) -> None:
     """Give a user free access: a zero-price completed purchase, recorded in the audit log."""
-    from services.access import grant_access
+    from services.access.entitlements import grant_access
 
     result = grant_access(container(), user, content, reason, by)
     if json_output:
@@ -89,8 +89,8 @@ def grant(
 @access_app.command("library")
 def library(user: UserOpt, json_output: JsonOpt = False) -> None:
     """The content a user has access to, newest purchase first (refunded purchases left out)."""
-    from services.access import library_for
-    from services.money import format_money
+    from services.access.entitlements import library_for
+    from services.core.money import format_money
 
     result = library_for(container(), user)
     if json_output:
@@ -143,7 +143,7 @@ def purchases_list(
     json_output: JsonOpt = False,
 ) -> None:
     """List purchases, newest first (customer emails masked), one page at a time."""
-    from services.admin_views import list_purchases
+    from services.payments.purchase_views import list_purchases
 
     page = list_purchases(container(), status, customer, content, org, since, limit, cursor)
     if json_output:
@@ -165,7 +165,7 @@ def purchases_show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show one purchase: customer (masked), content, price, Stripe ids, refund, current access."""
-    from services.admin_views import show_purchase
+    from services.payments.purchase_views import show_purchase
 
     p = show_purchase(container(), purchase_id)
     if json_output:
@@ -207,7 +207,7 @@ def users_list(
     json_output: JsonOpt = False,
 ) -> None:
     """List users, newest first (customer emails masked), one page at a time."""
-    from services.admin_views import list_users
+    from services.access.users import list_users
 
     page = list_users(container(), role, search, limit, cursor)
     if json_output:
@@ -237,7 +237,7 @@ def users_show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show one user: role, verification, organization memberships and purchase counts."""
-    from services.admin_views import show_user
+    from services.access.users import show_user
 
     u = show_user(container(), ref)
     if json_output:

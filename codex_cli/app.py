@@ -56,13 +56,13 @@ class CodexGroup(TyperGroup):
 
 
 def _translate(exc: BaseException, state: State | None) -> tuple[int, str]:
-    from services.errors import CodexError
+    from services.core.errors import CodexError
 
     if isinstance(exc, CodexError):
         return exc.exit_code, f"Error: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         return 130, "Interrupted."
-    from services.db import connection_error, is_connection_error
+    from services.adapters.db import connection_error, is_connection_error
 
     if is_connection_error(exc) and state is not None and state._container is not None:
         url = state._container.__dict__.get("database_url") or state._container.settings.database_url

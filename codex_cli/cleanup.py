@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from codex_cli.common import DryRunOpt, JsonOpt, YesOpt, container, is_tty, print_json, require_confirmable
-from services.units import format_bytes
+from services.core.units import format_bytes
 
 if TYPE_CHECKING:
-    from services.cleanup import Candidate, CleanupPlan, CleanupProgress, OrphanCleanupResult
+    from services.maintenance.orphans import Candidate, CleanupPlan, CleanupProgress, OrphanCleanupResult
 
 app = typer.Typer(
     help="Remove what nobody uses: orphaned objects, stale uploads, expired sessions (cron-safe).",
@@ -88,8 +88,8 @@ def orphans(
     json_output: JsonOpt = False,
 ) -> None:
     """Delete R2 objects no row references, stale uploaded media and abandoned multipart uploads."""
-    from services.cleanup import cleanup_orphans
-    from services.durations import parse_duration
+    from services.core.durations import parse_duration
+    from services.maintenance.orphans import cleanup_orphans
 
     threshold = parse_duration(older_than)
     require_confirmable(yes or dry_run)
@@ -163,7 +163,7 @@ def _render_orphans(result: OrphanCleanupResult, older_than: str) -> None:
 @app.command()
 def sessions(dry_run: DryRunOpt = False, yes: YesOpt = False, json_output: JsonOpt = False) -> None:
     """Delete expired sessions and verification tokens, in batches."""
-    from services.cleanup import SessionCleanupResult, cleanup_sessions
+    from services.maintenance.sessions import SessionCleanupResult, cleanup_sessions
 
     require_confirmable(yes or dry_run)
 

@@ -139,7 +139,7 @@ def require_confirmable(yes: bool) -> None:
     """Refuse up front (before any work) when a confirmation will be needed but nobody can answer it."""
     if yes or sys.stdin.isatty():
         return
-    from services.errors import ValidationError
+    from services.core.errors import ValidationError
 
     raise ValidationError("Refusing to continue without confirmation: pass --yes when not on a terminal.")
 

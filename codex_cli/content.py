@@ -69,7 +69,7 @@ def create(
     json_output: JsonOpt = False,
 ) -> None:
     """Create a draft content item for a media item."""
-    from services.content import create_content
+    from services.catalog.content import create_content
 
     view = create_content(
         container(),
@@ -98,7 +98,7 @@ def list_(
     json_output: JsonOpt = False,
 ) -> None:
     """List an organization's content, newest first."""
-    from services.content import list_content
+    from services.catalog.content import list_content
 
     page = list_content(container(), org, status=status, limit=limit, cursor=cursor)
     if json_output:
@@ -115,7 +115,7 @@ def list_(
 @app.command()
 def show(content_id: IdArg, org: OrgOpt, json_output: JsonOpt = False) -> None:
     """Show one content item."""
-    from services.content import get_content
+    from services.catalog.content import get_content
 
     _show(get_content(container(), org, content_id), json_output)
 
@@ -140,7 +140,7 @@ def update(
     json_output: JsonOpt = False,
 ) -> None:
     """Change a content item's title, description, price, category, tags or slug."""
-    from services.content import update_content
+    from services.catalog.content import update_content
 
     if clear_tags and tag:
         raise typer.BadParameter("give --tag or --clear-tags, not both.", param_hint="--clear-tags")
@@ -164,7 +164,7 @@ def update(
 @app.command()
 def publish(content_id: IdArg, org: OrgOpt, by: ByOpt = None, json_output: JsonOpt = False) -> None:
     """Publish a content item (its media item must be ready)."""
-    from services.content import publish_content
+    from services.catalog.content import publish_content
 
     _show(publish_content(container(), org, content_id, by=by), json_output, "Published")
 
@@ -172,7 +172,7 @@ def publish(content_id: IdArg, org: OrgOpt, by: ByOpt = None, json_output: JsonO
 @app.command()
 def unpublish(content_id: IdArg, org: OrgOpt, by: ByOpt = None, json_output: JsonOpt = False) -> None:
     """Take a content item back to draft (buyers keep access)."""
-    from services.content import unpublish_content
+    from services.catalog.content import unpublish_content
 
     _show(unpublish_content(container(), org, content_id, by=by), json_output, "Unpublished")
 
@@ -187,7 +187,7 @@ def delete(
     json_output: JsonOpt = False,
 ) -> None:
     """Soft-delete a content item (refused while customers own it)."""
-    from services.content import delete_content
+    from services.catalog.content import delete_content
 
     c = container()
     plan = delete_content(c, org, content_id, by=by, dry_run=True)

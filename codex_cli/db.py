@@ -14,7 +14,7 @@ app = typer.Typer(
 
 
 def _target() -> tuple[str, bool]:
-    from services.masking import mask_url
+    from services.core.masking import mask_url
 
     c = container()
     return mask_url(c.database_url), c.settings.embedded_database
@@ -27,7 +27,7 @@ def migrate(
     json_output: JsonOpt = False,
 ) -> None:
     """Upgrade the database schema to the latest (or a given) revision."""
-    from services import migrations
+    from services.adapters import migrations
 
     if sql:
         typer.echo(migrations.offline_sql("offline", to=to))
@@ -48,7 +48,7 @@ def migrate(
 @app.command()
 def status(json_output: JsonOpt = False) -> None:
     """Show the current revision, the head and pending migrations of the target database."""
-    from services import migrations
+    from services.adapters import migrations
 
     st = migrations.get_status(container().engine)
     target, embedded = _target()
@@ -81,7 +81,7 @@ def downgrade(
     yes: YesOpt = False,
 ) -> None:
     """Downgrade the schema to REVISION (destructive: asks first)."""
-    from services import migrations
+    from services.adapters import migrations
 
     c = container()
     target, _ = _target()
@@ -99,7 +99,7 @@ def downgrade(
 @app.command()
 def check(json_output: JsonOpt = False) -> None:
     """Compare the models with the live database; exit 4 when they drift."""
-    from services import migrations
+    from services.adapters import migrations
 
     diffs = migrations.check_drift(container().engine)
     if json_output:
@@ -123,7 +123,7 @@ def url() -> None:
 @app.command()
 def stop() -> None:
     """Stop the embedded PostgreSQL server (its data stays under CODEX_HOME)."""
-    from services.db import stop_embedded
+    from services.adapters.db import stop_embedded
     from services.settings import Settings
 
     settings = Settings.load()

@@ -17,7 +17,7 @@ def doctor(
     json_output: JsonOpt = False,
 ) -> None:
     """Check every part (database, buckets, Stripe, email, webhook secret, APP_URL); exit 1 if one fails."""
-    from services.doctor import run_doctor
+    from services.maintenance.doctor import run_doctor
 
     report = run_doctor(container(), strict=strict)
     if json_output:

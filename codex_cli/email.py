@@ -43,7 +43,7 @@ def _parse_data(pairs: list[str] | None) -> dict[str, str]:
 @app.command("templates")
 def templates_cmd(json_output: JsonOpt = False) -> None:
     """List the email templates, their variables and whether a database override replaces the file."""
-    from services.notifications import list_email_templates
+    from services.email.operator import list_email_templates
 
     infos = list_email_templates(container())
     if json_output:
@@ -72,7 +72,7 @@ def preview(
     json_output: JsonOpt = False,
 ) -> None:
     """Render a template as it would be sent (database override included), without sending it."""
-    from services.notifications import preview_email
+    from services.email.operator import preview_email
 
     if text and html:
         raise typer.BadParameter("Choose one of --text and --html.", param_hint="--text/--html")
@@ -110,7 +110,7 @@ def send_test(
     json_output: JsonOpt = False,
 ) -> None:
     """Send one template to an address, through Resend or the outbox, to check delivery."""
-    from services.notifications import send_test_email
+    from services.email.operator import send_test_email
 
     sent = send_test_email(container(), key, to, _parse_data(data))
     if json_output:
@@ -146,7 +146,7 @@ def set_override(
     json_output: JsonOpt = False,
 ) -> None:
     """Store a database override of a template (parts not given keep the file's); it must render."""
-    from services.email_templates import save_template_override
+    from services.email.templates import save_template_override
 
     if subject_file is None and html_file is None and text_file is None:
         raise typer.BadParameter("Give at least one of --subject-file, --html-file, --text-file.")
@@ -168,7 +168,7 @@ def reset_override(
     json_output: JsonOpt = False,
 ) -> None:
     """Delete the database override of a template so the file template is used again."""
-    from services.email_templates import delete_template_override
+    from services.email.templates import delete_template_override
 
     c = container()
     if dry_run:

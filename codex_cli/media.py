@@ -21,10 +21,11 @@ from codex_cli.common import (
     print_json_line,
     print_table,
 )
-from services.units import format_bytes
+from services.core.units import format_bytes
 
 if TYPE_CHECKING:
-    from services.media import MediaView, UploadResult
+    from services.media.library import MediaView
+    from services.media.upload import UploadResult
 
 app = typer.Typer(
     help="Media library: upload videos and audio to R2, presigned URLs, status, listing, deletion.",
@@ -142,7 +143,7 @@ def upload(
     ] = False,
 ) -> None:
     """Upload videos/audio to the org's media library: multipart, parallel, verified, then recorded."""
-    from services.media import upload_media
+    from services.media.upload import upload_media
 
     c = container()
     if json_output or not is_tty():
@@ -178,7 +179,7 @@ def presign_upload(
     json_output: JsonOpt = False,
 ) -> None:
     """Step 1 for scripts/browsers: a media id, its R2 key and a presigned PUT URL (1 hour)."""
-    from services.media import presign_upload as presign
+    from services.media.presigned import presign_upload as presign
 
     p = presign(container(), org, filename, content_type, expires=expires)
     doc = {
@@ -211,7 +212,7 @@ def complete(
     json_output: JsonOpt = False,
 ) -> None:
     """Step 2: check the object is in R2 with that size, then record the media item (status uploaded)."""
-    from services.media import complete_upload
+    from services.media.presigned import complete_upload
 
     view = complete_upload(container(), media_id, org, filename, size, mime, by=by)
     if json_output:
@@ -225,7 +226,7 @@ def complete(
 def _status_command(
     status: str, media_id: str, by: str | None, reason: str | None, json_output: bool
 ) -> None:
-    from services.media import change_status
+    from services.media.library import change_status
 
     change = change_status(container(), media_id, status, by=by, reason=reason)
     if json_output:
@@ -280,7 +281,7 @@ def list_(
     json_output: JsonOpt = False,
 ) -> None:
     """List an organization's media items, newest first."""
-    from services.media import list_media
+    from services.media.library import list_media
 
     items = list_media(container(), org, status, include_deleted=include_deleted, limit=limit)
     if json_output:
@@ -295,7 +296,7 @@ def list_(
 @app.command()
 def show(media_id: MediaIdArg, json_output: JsonOpt = False) -> None:
     """Show one media item, the content using it and whether its object is in the bucket."""
-    from services.media import show_media
+    from services.media.library import show_media
 
     s = show_media(container(), media_id)
     if json_output:
@@ -332,7 +333,7 @@ def show(media_id: MediaIdArg, json_output: JsonOpt = False) -> None:
 @app.command()
 def url(media_id: MediaIdArg, expires: ExpiresOpt = 3600, json_output: JsonOpt = False) -> None:
     """Print a presigned download URL for the original (valid 1 hour by default)."""
-    from services.media import media_url
+    from services.media.library import media_url
 
     link = media_url(container(), media_id, expires=expires)
     if json_output:
@@ -350,7 +351,7 @@ def delete(
     json_output: JsonOpt = False,
 ) -> None:
     """Soft-delete a media item and remove its objects; refused while content uses it."""
-    from services.media import delete_media
+    from services.media.library import delete_media
 
     c = container()
     if not dry_run:

@@ -21,7 +21,7 @@ def create(
     json_output: JsonOpt = False,
 ) -> None:
     """Create a pending purchase and a Checkout Session; print its URL (or grant free content)."""
-    from services.purchases import create_checkout
+    from services.payments.checkout import create_checkout
 
     result = create_checkout(container(), customer, content)
     if json_output:

@@ -20,8 +20,8 @@ def reconcile(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print details even when clean.")] = False,
 ) -> None:
     """Find and fix purchases that drifted from Stripe; exit 4 when something needs a person."""
-    from services.durations import parse_duration
-    from services.reconcile import reconcile_purchases
+    from services.core.durations import parse_duration
+    from services.payments.reconcile import reconcile_purchases
 
     since_td, min_age_td = parse_duration(since), parse_duration(min_age)
     progress = (lambda msg: err_console().print(f"[dim]{msg}[/dim]")) if verbose and is_tty() else None

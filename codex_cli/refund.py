@@ -9,7 +9,7 @@ import typer
 from codex_cli.common import ByOpt, DryRunOpt, JsonOpt, YesOpt, confirm, container, is_tty, print_json
 
 if TYPE_CHECKING:
-    from services.refunds import RefundResult
+    from services.payments.refunds import RefundResult
 
 
 def _days_ago(days: int) -> str:
@@ -70,7 +70,7 @@ def refund(
     json_output: JsonOpt = False,
 ) -> None:
     """Refund a completed purchase through Stripe (30-day window), end access, email the customer."""
-    from services.refunds import RefundRequest, refund_purchase
+    from services.payments.refunds import RefundRequest, refund_purchase
 
     request = RefundRequest(
         purchase_id=purchase_id,

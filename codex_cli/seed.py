@@ -30,7 +30,7 @@ def owner(
     json_output: JsonOpt = False,
 ) -> None:
     """Create or promote the platform owner, with an organization and owner membership."""
-    from services.seeding import seed_owner
+    from services.catalog.seeding import seed_owner
 
     result = seed_owner(
         container(), email=email, name=name, org_name=org_name, org_slug=org_slug, send_invite=send_invite
@@ -64,7 +64,7 @@ def categories(
     json_output: JsonOpt = False,
 ) -> None:
     """Upsert categories by slug (built-in defaults without --file); reports created/updated/unchanged."""
-    from services.seeding import load_category_file, seed_categories
+    from services.catalog.seeding import load_category_file, seed_categories
 
     items = load_category_file(file) if file is not None else None
     c = container()

@@ -44,7 +44,7 @@ def listen(
     import logging
     import sys
 
-    from services.webhook_server import WEBHOOK_PATH, run_listener
+    from services.adapters.http_listener import WEBHOOK_PATH, run_listener
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -96,8 +96,8 @@ def events(
     json_output: JsonOpt = False,
 ) -> None:
     """List stored webhook events, newest first."""
-    from services.durations import parse_duration
-    from services.webhooks import list_events
+    from services.core.durations import parse_duration
+    from services.payments.webhooks import list_events
 
     rows = list_events(
         container(), status=status, type=type, since=parse_duration(since) if since else None, limit=limit
@@ -131,7 +131,7 @@ def replay(
     json_output: JsonOpt = False,
 ) -> None:
     """Re-apply a stored event through the same handler (safe: effects are idempotent)."""
-    from services.webhooks import replay_event
+    from services.payments.webhooks import replay_event
 
     outcome = replay_event(container(), event_id)
     if json_output:
@@ -149,8 +149,8 @@ def backfill(
     json_output: JsonOpt = False,
 ) -> None:
     """Fetch events from Stripe's API and apply those never received or failed; exit 4 if some fail."""
-    from services.durations import parse_duration
-    from services.webhooks import backfill_events
+    from services.core.durations import parse_duration
+    from services.payments.webhooks import backfill_events
 
     report = backfill_events(container(), parse_duration(since), dry_run=dry_run)
     if json_output:
@@ -187,8 +187,8 @@ def prune(
     """Delete old processed and ignored events; failed ones are kept for a person."""
     from dataclasses import replace
 
-    from services.durations import parse_duration
-    from services.webhooks import prune_events
+    from services.core.durations import parse_duration
+    from services.payments.webhooks import prune_events
 
     age = parse_duration(older_than)
     c = container()

@@ -1,11 +1,11 @@
-"""Alembic environment: the URL and (optionally) an open connection come from `services.migrations`."""
+"""Alembic environment: the URL and an open connection (optional) come from `services.adapters.migrations`."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from services.models import Base
+from services.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -59,7 +59,7 @@ def build_dataset(objects: int, orphan_ratio: float, workdir: Path) -> dict[str,
     def uid() -> uuid.UUID:
         return uuid.UUID(int=rng.getrandbits(128), version=4)
 
-    from services import r2keys
+    from services.core import r2keys
 
     orphans = int(objects * orphan_ratio)
     referenced = objects - orphans
@@ -245,7 +245,7 @@ def naive_cleanup(container: object, cutoff: datetime) -> dict[str, int]:
     """The obvious loop: for each listed key, one database lookup; for each orphan, one DeleteObject."""
     from sqlalchemy import text
 
-    from services.cleanup import classify_key
+    from services.core.r2keys import classify_key
 
     store = container.object_store  # type: ignore[attr-defined]
     listed = checked = deleted = 0
@@ -306,7 +306,7 @@ def run_child(mode: str, database_url: str, s3_url: str, workdir: str) -> None:
     from sqlalchemy import event
 
     from services.bootstrap import Container
-    from services.cleanup import cleanup_orphans
+    from services.maintenance.orphans import cleanup_orphans
     from services.settings import Settings
 
     s3 = {} if s3_url == "local" else {"r2_endpoint_url": s3_url, "r2_access_key_id": "testing"}

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services import purchases  # noqa: E402
 from services.bootstrap import Container  # noqa: E402
-from services.reconcile import reconcile_purchases  # noqa: E402
+from services.payments import purchases  # noqa: E402
+from services.payments.reconcile import reconcile_purchases  # noqa: E402
 from services.settings import Settings  # noqa: E402
 from tests.pg import TestPostgres  # noqa: E402
 from tests.standins.stripe_server import DEFAULT_API_KEY, StripeStandin  # noqa: E402
@@ -84,7 +84,7 @@ def per_purchase(container: Container) -> dict[str, int]:
     """The roadmap's approach: one retrieve per pending purchase, then the same fix code."""
     from sqlalchemy import select
 
-    from services.models import ContentPurchase, PurchaseStatus
+    from services.core.models import ContentPurchase, PurchaseStatus
 
     fixed = {"completed": 0, "failed": 0}
     with container.uow() as uow:

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services import models as m  # noqa: E402
-from services.db import make_engine, make_session_factory  # noqa: E402
+from services.adapters.db import make_engine, make_session_factory  # noqa: E402
+from services.core import models as m  # noqa: E402
 from tests.factories import make_content, make_org, make_owner, make_purchase, make_user  # noqa: E402
 from tests.pg import TestPostgres  # noqa: E402
 from tests.standins.stripe_server import DEFAULT_API_KEY, StripeStandin  # noqa: E402

@@ -132,7 +132,7 @@ class Server:
                 client.create_bucket(Bucket=BUCKET)
 
     def client(self):  # type: ignore[no-untyped-def]
-        from services.storage import S3ObjectStore
+        from services.adapters.storage import S3ObjectStore
 
         return S3ObjectStore(BUCKET, self.url, self.key, self.secret).client
 
@@ -277,7 +277,7 @@ def setup_codex(home: Path, server: Server) -> dict[str, str]:
     subprocess.run([*codex, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, cwd=home)
     script = (
         "from services.bootstrap import Container; from services.settings import Settings;"
-        "from services.models import Organization;"
+        "from services.core.models import Organization;"
         "c = Container(Settings.load()); uow = c.uow().__enter__();"
         "uow.session.add(Organization(slug='bench', name='Bench')); uow.commit()"
     )
@@ -361,7 +361,7 @@ def main() -> None:
                 cmd = ["openssl", "dgst", "-sha256", str(large)]
                 env = dict(os.environ)
             else:  # curl: one plain HTTP PUT to a presigned URL, the server's ceiling
-                from services.storage import S3ObjectStore
+                from services.adapters.storage import S3ObjectStore
 
                 url = S3ObjectStore(BUCKET, server.url, server.key, server.secret).presign_put(
                     "curl/large.mp4", "video/mp4"

@@ -213,9 +213,9 @@ def seed(url: str, count: int) -> list[dict]:
     """One organization and content, `count` customers each with a pending purchase; returns sessions."""
     from sqlalchemy import func, insert, select
 
-    from services import models as m
-    from services.db import make_engine
-    from services.migrations import migrate
+    from services.adapters.db import make_engine
+    from services.adapters.migrations import migrate
+    from services.core import models as m
 
     engine = make_engine(url)
     migrate(engine)
@@ -477,8 +477,8 @@ def verify_all(url: str, total: int) -> list[str]:
     """Database side: every purchase completed, one processed event row each, each applied once."""
     from sqlalchemy import func, select
 
-    from services import models as m
-    from services.db import make_engine
+    from services.adapters.db import make_engine
+    from services.core import models as m
 
     engine = make_engine(url)
     with engine.connect() as conn:

@@ -10,7 +10,7 @@ from services.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from services.db import UnitOfWork
+    from services.adapters.db import UnitOfWork
 
 
 class Container:
@@ -21,7 +21,7 @@ class Container:
 
     @cached_property
     def database_url(self) -> str:
-        from services.db import embedded_url, normalize_url
+        from services.adapters.db import embedded_url, normalize_url
 
         if self.settings.database_url:
             return normalize_url(self.settings.database_url)
@@ -29,19 +29,19 @@ class Container:
 
     @cached_property
     def engine(self) -> Engine:
-        from services.db import make_engine
+        from services.adapters.db import make_engine
 
         return make_engine(self.database_url)
 
     @cached_property
     def _session_factory(self) -> object:
-        from services.db import make_session_factory
+        from services.adapters.db import make_session_factory
 
         return make_session_factory(self.engine)
 
     def uow(self) -> UnitOfWork:
         """A fresh unit of work: `with container.uow() as uow: ...; uow.commit()`."""
-        from services.db import UnitOfWork
+        from services.adapters.db import UnitOfWork
 
         return UnitOfWork(self._session_factory)
 
@@ -50,21 +50,21 @@ class Container:
     @cached_property
     def object_store(self) -> Any:
         """The media bucket: S3ObjectStore on R2/S3, or LocalObjectStore under CODEX_HOME/objects."""
-        from services.storage import build_object_store
+        from services.adapters.storage import build_object_store
 
         return build_object_store(self.settings)
 
     @cached_property
     def notifications(self) -> Any:
         """NotificationService: Resend, or the outbox folder under CODEX_HOME/outbox."""
-        from services.notifications import build_notification_service
+        from services.email.notifications import build_notification_service
 
         return build_notification_service(self.settings, self)
 
     @cached_property
     def stripe(self) -> Any:
         """StripeGateway over the official SDK; ConfigurationError when STRIPE_SECRET_KEY is unset."""
-        from services.stripe_gateway import build_stripe_gateway
+        from services.adapters.stripe_gateway import build_stripe_gateway
 
         return build_stripe_gateway(self.settings)
 

@@ -79,7 +79,7 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(VARIABLE, shown value, source) rows for `codex config`; secrets masked."""
-        from services.masking import mask_secret, mask_url
+        from services.core.masking import mask_secret, mask_url
 
         defaults = Settings(codex_home=self.codex_home)
         rows = []

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from services import models as m
+from services.core import models as m
 
 _seq = itertools.count(1)
 

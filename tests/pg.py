@@ -31,8 +31,8 @@ class TestPostgres:
             conn.execute(sql)
 
     def create_template(self) -> None:
-        from services.db import make_engine
-        from services.migrations import migrate
+        from services.adapters.db import make_engine
+        from services.adapters.migrations import migrate
 
         self._admin(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
         self._admin(f'CREATE DATABASE "{TEMPLATE}"')

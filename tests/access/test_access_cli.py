@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from services.models import AuditLog, ContentPurchase, PurchaseStatus
+from services.core.models import AuditLog, ContentPurchase, PurchaseStatus
 from tests.factories import make_content, make_org, make_owner, make_purchase, make_user
 
 
@@ -183,8 +183,8 @@ def test_empty_library_says_so(cli, session) -> None:
 def test_two_operators_granting_at_once_create_one_purchase(container, session) -> None:
     import threading
 
-    from services.access import grant_access
-    from services.errors import Conflict
+    from services.access.entitlements import grant_access
+    from services.core.errors import Conflict
 
     org, customer, content = _setup(session)
     owner = make_owner(session)

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 
-from services import access
-from services.errors import NotFound, ValidationError
-from services.models import PurchaseStatus, VideoPlayback
+from services.access import entitlements as access
+from services.core.errors import NotFound, ValidationError
+from services.core.models import PurchaseStatus, VideoPlayback
 from tests.factories import make_category, make_content, make_media, make_org, make_purchase, make_user
 
 

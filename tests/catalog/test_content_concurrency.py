@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from services import content as svc
-from services import models as m
-from services.errors import Conflict, NotFound
+from services.catalog import content as svc
+from services.core import models as m
+from services.core.errors import Conflict, NotFound
 from tests import factories as f
 
 OWNER = "owner@example.com"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from services import models as m
+from services.core import models as m
 from tests import factories as f
 
 OWNER = "owner@example.com"

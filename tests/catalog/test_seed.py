@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import func, select
 
-from services import models as m
+from services.core import models as m
 from tests import factories as f
 
 
@@ -163,7 +163,7 @@ def test_a_failed_invite_email_keeps_the_owner_and_says_so(
 def test_two_seeds_at_once_make_one_owner(container, session) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from services.seeding import seed_owner
+    from services.catalog.seeding import seed_owner
 
     def seed(_: int):  # type: ignore[no-untyped-def]
         return seed_owner(container, "ada@example.com", "Ada", org_name="Ada Films")

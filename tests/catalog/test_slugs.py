@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.seeding import SLUG_MAX, slugify
+from services.catalog.seeding import SLUG_MAX, slugify
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from services import models as m
-from services import r2keys
+from services.core import models as m
+from services.core import r2keys
 from tests import factories as f
 
 
@@ -107,7 +107,7 @@ def test_sessions_dry_run_counts_and_deletes_nothing(cli, session) -> None:
 
 
 def test_sessions_in_batches_deletes_a_backlog_larger_than_a_batch(container, session) -> None:
-    from services.cleanup import cleanup_sessions
+    from services.maintenance.sessions import cleanup_sessions
 
     _tokens(session, f.make_user(session), expired=7, live=1)
     result = cleanup_sessions(container, batch_size=3)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from services import models as m
-from services import r2keys
-from services.cleanup import cleanup_orphans
+from services.core import models as m
+from services.core import r2keys
+from services.maintenance.orphans import cleanup_orphans
 from tests import factories as f
 
 DAY = timedelta(hours=24)

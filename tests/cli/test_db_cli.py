@@ -54,7 +54,7 @@ def test_check_exits_4_on_drift(cli, db_url) -> None:
     assert cli("db", "check").exit_code == 0
     from sqlalchemy import text
 
-    from services.db import make_engine
+    from services.adapters.db import make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:

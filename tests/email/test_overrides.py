@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from services.email_templates import delete_template_override, file_source, save_template_override
-from services.errors import NotFound, ValidationError
-from services.models import AuditLog, EmailTemplate
-from services.notifications import list_email_templates
+from services.core.errors import NotFound, ValidationError
+from services.core.models import AuditLog, EmailTemplate
+from services.email.operator import list_email_templates
+from services.email.templates import delete_template_override, file_source, save_template_override
 from tests.factories import make_owner
 
 HTML = '{% extends "_layout.html" %}{% block content %}<p>Bonjour {{ userName }}</p>{% endblock %}'

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services.errors import ValidationError
-from services.money import Money
-from services.notifications import NotificationService, build_notification_service, build_sender
+from services.adapters.email_senders import build_sender
+from services.core.errors import ValidationError
+from services.core.money import Money
+from services.email.notifications import NotificationService, build_notification_service
 from services.settings import Settings
 from tests.fixtures.email import RESEND_TEST_KEY, Outbox
 

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from services.email_templates import CATALOG, EmailRenderer, format_date
-from services.errors import ValidationError
-from services.money import Money
+from services.core.errors import ValidationError
+from services.core.money import Money
+from services.email.templates import CATALOG, EmailRenderer, format_date
 
 FULL_DATA = {
     "email-verification": {"userName": "Jane Doe", "verificationUrl": "https://codex.test/verify?t=abc"},

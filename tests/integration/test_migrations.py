@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from services import migrations
-from services.db import make_engine
-from services.errors import ValidationError
+from services.adapters import migrations
+from services.adapters.db import make_engine
+from services.core.errors import ValidationError
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, text
 from sqlalchemy.exc import IntegrityError
 
-from services import models as m
+from services.core import models as m
 from tests import factories as f
 
 TABLES = {

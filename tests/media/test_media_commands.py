@@ -8,7 +8,7 @@ import uuid
 import requests
 from sqlalchemy import select
 
-from services import models as m
+from services.core import models as m
 from tests.factories import make_content, make_media, make_org, make_owner
 
 OPS = "ops@example.com"

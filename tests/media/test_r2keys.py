@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from services import r2keys
-from services.errors import ValidationError
+from services.core import r2keys
+from services.core.errors import ValidationError
 
 ORG = uuid.UUID("11111111-1111-1111-1111-111111111111")
 MEDIA = uuid.UUID("22222222-2222-2222-2222-222222222222")

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.errors import ExternalServiceError
-from services.storage import (
+from services.adapters.storage import (
     LocalObjectStore,
     MiB,
     S3ObjectStore,
     build_object_store,
 )
+from services.core.errors import ExternalServiceError
 
 
 def _store(s3_settings, **kw) -> S3ObjectStore:  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from services import models as m
+from services.adapters.storage import MiB
 from services.bootstrap import Container
-from services.media import upload_media
-from services.storage import MiB
+from services.core import models as m
+from services.media.upload import upload_media
 from tests.factories import make_org, make_owner
 
 
@@ -223,8 +223,9 @@ def test_rows_written_together_keep_their_own_outcomes(container, session) -> No
     import threading
     import time
 
-    from services.errors import Conflict
-    from services.media import MediaFile, _GroupInserter, _media_values
+    from services.core.errors import Conflict
+    from services.media.files import MediaFile
+    from services.media.upload import _GroupInserter, media_values
 
     org = make_org(session)
     session.commit()
@@ -232,7 +233,7 @@ def test_rows_written_together_keep_their_own_outcomes(container, session) -> No
 
     def values(media_id: uuid.UUID) -> dict:
         f = MediaFile(Path("a.mp3"), "a.mp3", "audio/mpeg", "audio", 10, "mp3")
-        return _media_values(
+        return media_values(
             media_id, org.id, None, f"{org.id}/originals/{media_id}/original.mp3", f, "0" * 64
         )
 

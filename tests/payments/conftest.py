@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from services import models as m
+from services.core import models as m
 from tests.factories import make_content, make_org, make_user
 
 

@@ -7,7 +7,7 @@ import uuid
 
 from sqlalchemy import select
 
-from services.models import ContentPurchase, PurchaseStatus
+from services.core.models import ContentPurchase, PurchaseStatus
 
 
 def test_create_prints_only_the_checkout_url_on_stdout(stripe_cli, stripe_standin, shop, session) -> None:

@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select, text
 
-from services import purchases
 from services.bootstrap import Container
-from services.errors import ConfigurationError, Conflict, ExternalServiceError, NotFound
-from services.models import AuditLog, ContentPurchase, PurchaseStatus
+from services.core.errors import ConfigurationError, Conflict, ExternalServiceError, NotFound
+from services.core.models import AuditLog, ContentPurchase, PurchaseStatus
+from services.payments import checkout, purchases
 
 
 def _row(session, purchase_id) -> ContentPurchase:  # type: ignore[no-untyped-def]
@@ -21,7 +21,7 @@ def _row(session, purchase_id) -> ContentPurchase:  # type: ignore[no-untyped-de
 
 
 def _checkout(stripe_container, shop):  # type: ignore[no-untyped-def]
-    return purchases.create_checkout(stripe_container, "jane@example.com", str(shop.content.id))
+    return checkout.create_checkout(stripe_container, "jane@example.com", str(shop.content.id))
 
 
 # --- checkout ---
@@ -50,7 +50,7 @@ def test_checkout_writes_a_pending_purchase_and_a_session_with_metadata(
 def test_unpublished_or_unknown_content_is_not_available(stripe_container, shop) -> None:
     for content_id in (str(shop.draft.id), str(uuid.uuid4())):
         with pytest.raises(NotFound, match="Content not found or not available"):
-            purchases.create_checkout(stripe_container, "jane@example.com", content_id)
+            checkout.create_checkout(stripe_container, "jane@example.com", content_id)
 
 
 def test_a_second_checkout_while_one_is_pending_is_a_conflict(stripe_container, stripe_standin, shop) -> None:
@@ -62,22 +62,22 @@ def test_a_second_checkout_while_one_is_pending_is_a_conflict(stripe_container, 
 
 def test_free_content_is_granted_without_stripe_or_a_key(container, shop, session) -> None:
     # `container` has no STRIPE_SECRET_KEY at all: free content must not need one.
-    result = purchases.create_checkout(container, str(shop.customer.id), str(shop.free.id))
+    result = checkout.create_checkout(container, str(shop.customer.id), str(shop.free.id))
     assert result.free is True and result.checkout_url is None and result.session_id is None
     row = _row(session, result.purchase_id)
     assert row.status == PurchaseStatus.completed and row.price_paid_cents == 0 and row.purchased_at
     with pytest.raises(Conflict):
-        purchases.create_checkout(container, "jane@example.com", str(shop.free.id))
+        checkout.create_checkout(container, "jane@example.com", str(shop.free.id))
 
 
 def test_free_content_makes_no_stripe_request(stripe_container, stripe_standin, shop) -> None:
-    purchases.create_checkout(stripe_container, "jane@example.com", str(shop.free.id))
+    checkout.create_checkout(stripe_container, "jane@example.com", str(shop.free.id))
     assert stripe_standin.count() == 0
 
 
 def test_missing_stripe_key_writes_nothing(container, shop, session) -> None:
     with pytest.raises(ConfigurationError, match="STRIPE_SECRET_KEY is not set"):
-        purchases.create_checkout(container, "jane@example.com", str(shop.content.id))
+        checkout.create_checkout(container, "jane@example.com", str(shop.content.id))
     assert session.scalars(select(ContentPurchase)).all() == []
 
 
@@ -104,7 +104,7 @@ def test_concurrent_checkouts_for_the_same_content_let_exactly_one_through(
         c = Container(stripe_settings)
         try:
             barrier.wait()
-            results.append(purchases.create_checkout(c, "jane@example.com", str(shop.content.id)))
+            results.append(checkout.create_checkout(c, "jane@example.com", str(shop.content.id)))
         except Conflict as exc:
             results.append(exc)
         finally:
@@ -115,7 +115,7 @@ def test_concurrent_checkouts_for_the_same_content_let_exactly_one_through(
         t.start()
     for t in threads:
         t.join()
-    wins = [r for r in results if isinstance(r, purchases.CheckoutResult)]
+    wins = [r for r in results if isinstance(r, checkout.CheckoutResult)]
     assert len(wins) == 1 and len(results) == 4
     assert all("already purchased or pending" in str(r) for r in results if r not in wins)
     assert len(session.scalars(select(ContentPurchase)).all()) == 1

@@ -10,8 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import stripe
 
-from services.errors import ConfigurationError, ExternalServiceError
-from services.stripe_gateway import StripeError, StripeGateway, StripeUnavailable, build_stripe_gateway
+from services.adapters.stripe_gateway import (
+    StripeError,
+    StripeGateway,
+    StripeUnavailable,
+    build_stripe_gateway,
+)
+from services.core.errors import ConfigurationError, ExternalServiceError
 from tests.fixtures.stripe import STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET
 from tests.standins.stripe_server import sign_payload
 

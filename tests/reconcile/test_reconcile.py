@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
 
-from services import models as m
-from services.locks import advisory_lock
+from services.adapters.locks import advisory_lock
+from services.core import models as m
 from tests import factories as f
 
 HOUR = 3600

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services import models as m
+from services.core import models as m
 from tests.factories import make_content, make_org, make_owner, make_purchase, make_user
 
 OPERATOR = "ops@codex.test"

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 from sqlalchemy import select
 
-from services import models as m
-from services.access import has_access
+from services.access.entitlements import has_access
 from services.bootstrap import Container
-from services.errors import Conflict
-from services.refunds import RefundRequest, refund_idempotency_key, refund_purchase
+from services.core import models as m
+from services.core.errors import Conflict
+from services.payments.refunds import RefundRequest, refund_idempotency_key, refund_purchase
 from tests.factories import make_purchase
 from tests.fixtures.email import RESEND_TEST_KEY
 from tests.fixtures.stripe import STRIPE_SECRET_KEY

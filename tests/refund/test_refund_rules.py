@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from services import models as m
+from services.core import models as m
 from tests.factories import make_user
 from tests.refund.conftest import OPERATOR, REASON
 

@@ -59,8 +59,8 @@ def webhook_settings(settings: Settings) -> Settings:
 
 class RunningListener:
     def __init__(self, settings: Settings, **options: Any) -> None:
+        from services.adapters.http_listener import WebhookServer
         from services.bootstrap import Container
-        from services.webhook_server import WebhookServer
 
         self.container = Container(settings)
         self.server = WebhookServer(("127.0.0.1", 0), self.container, **options)

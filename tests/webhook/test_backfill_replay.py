@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from services.models import PurchaseStatus, StripeEventStatus
+from services.core.models import PurchaseStatus, StripeEventStatus
 from tests.factories import make_content, make_org, make_purchase, make_user
 from tests.webhook.test_effects import event_row, paid_event, pending_purchase, purchase_row
 

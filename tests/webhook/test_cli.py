@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from services.models import StripeEvent, StripeEventStatus
+from services.core.models import StripeEvent, StripeEventStatus
 from tests.conftest import CODEX_ENV
 from tests.webhook.conftest import WEBHOOK_SECRET, WebhookClient, make_event
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import psycopg
 from sqlalchemy import select
 
-from services.models import AuditLog, ContentPurchase, PurchaseStatus, StripeEvent, StripeEventStatus
+from services.core.models import AuditLog, ContentPurchase, PurchaseStatus, StripeEvent, StripeEventStatus
 from tests.factories import make_content, make_org, make_purchase, make_user
 from tests.webhook.conftest import WEBHOOK_SECRET, make_event
 from tests.webhook.test_http import _allow_connections

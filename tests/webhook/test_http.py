@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from services.models import StripeEvent, StripeEventStatus
+from services.core.models import StripeEvent, StripeEventStatus
 from tests.standins.stripe_server import sign_payload
 from tests.webhook.conftest import WEBHOOK_SECRET, make_event
 

@@ -1,0 +1,1 @@
+"""Who may watch what (`codex access`) and the users view (`codex users`)."""

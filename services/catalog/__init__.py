@@ -1,0 +1,1 @@
+"""The catalog: content (`codex content`) and seeding (`codex seed`)."""

@@ -1,0 +1,1 @@
+"""Email (`codex email`): templates, the notification service and the operator entry points."""

@@ -1,0 +1,1 @@
+"""Upkeep for cron and operators: `codex cleanup` (orphans, sessions) and `codex doctor`."""

@@ -1,0 +1,1 @@
+"""The media library (`codex media`): file checks, uploads, the presigned flow, status and listings."""

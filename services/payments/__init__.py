@@ -1,0 +1,2 @@
+"""Money (`codex checkout`, `purchases`, `webhook`, `refund`, `reconcile`): Stripe Checkout, completion,
+webhooks, refunds and reconciliation."""

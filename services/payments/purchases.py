@@ -1,0 +1,417 @@
+"""Purchases through Stripe Checkout (roadmap P1-ECOM-001, risks 9.2/9.3): completion, failure, refunds
+made outside codex, and the receipt email. Creating a checkout is `services.payments.checkout`.
+
+Two kinds of entry points:
+- the `apply_*` wrappers run their own transactions and send email after commit;
+- `complete_purchase`, `fail_purchase` and `record_external_refund` run INSIDE the caller's transaction
+  (the webhook listener stores the event in the same one; reconcile adds an audit row): they lock the
+  purchase row, change it at most once (transitions are one-way, repeats are no-ops) and never commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from services.core.audit import record_audit
+from services.core.errors import NotFound
+from services.core.models import Content, ContentPurchase, PurchaseStatus, User
+from services.core.money import Money
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from services.bootstrap import Container
+    from services.email.notifications import EmailResult
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "stripe"
+PAID_STATUSES = ("paid", "no_payment_required")
+
+
+class PurchaseNotFoundYet(NotFound):
+    """A Stripe object names a purchase id the database does not have (yet): the web app's insert may
+    not be committed, so the webhook answers 5xx and Stripe retries later."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the purchase-receipt email needs, read inside the transaction, sent after the commit."""
+
+    purchase_id: str
+    recipient: str
+    customer_name: str
+    content_id: str
+    content_title: str
+    amount_cents: int
+    currency: str
+    purchase_date: datetime
+
+
+@dataclass
+class PurchaseOutcome:
+    """What one call did to one purchase. `action` is one of:
+
+    completed, already_completed, pending_unpaid, failed, already_failed, refund_recorded,
+    already_refunded, partial_refund, ignored, not_found.
+    """
+
+    purchase_id: str | None
+    action: str
+    amount_mismatch: bool = False
+    expected_cents: int | None = None
+    received_cents: int | None = None
+    receipt: Receipt | None = None
+    detail: str = ""
+    session_id: str | None = None
+    email: EmailResult | None = field(default=None, compare=False)
+
+    @property
+    def changed(self) -> bool:
+        return self.action in ("completed", "failed", "refund_recorded")
+
+    @property
+    def newly_completed(self) -> bool:
+        return self.action == "completed"
+
+
+def live_purchase(db: Session, customer_id: uuid.UUID, content_id: uuid.UUID) -> ContentPurchase | None:
+    return db.scalars(
+        select(ContentPurchase).where(
+            ContentPurchase.customer_id == customer_id,
+            ContentPurchase.content_id == content_id,
+            ContentPurchase.status.in_((PurchaseStatus.pending, PurchaseStatus.completed)),
+            ContentPurchase.refunded_at.is_(None),
+        )
+    ).first()
+
+
+def lock_purchase(db: Session, purchase_id: uuid.UUID) -> ContentPurchase | None:
+    return db.scalars(
+        select(ContentPurchase)
+        .where(ContentPurchase.id == purchase_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _lock_by(db: Session, *conditions: Any) -> ContentPurchase | None:
+    return db.scalars(
+        select(ContentPurchase)
+        .where(*conditions)
+        .order_by(ContentPurchase.created_at.desc())
+        .limit(1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _metadata_purchase_id(obj: dict[str, Any]) -> tuple[str | None, uuid.UUID | None]:
+    metadata = obj.get("metadata") or {}
+    raw = metadata.get("purchaseId") if isinstance(metadata, dict) else None
+    if not raw:
+        return None, None
+    try:
+        return str(raw), uuid.UUID(str(raw))
+    except ValueError:
+        return str(raw), None
+
+
+def _id_of(value: Any) -> str | None:
+    """Stripe fields like `payment_intent` are an id, or the object when expanded."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
+
+
+def _purchase_for_session(db: Session, checkout_session: dict[str, Any]) -> ContentPurchase | None:
+    """The purchase a Checkout Session belongs to (metadata.purchaseId, else the stored session id).
+
+    Raises PurchaseNotFoundYet when the session names a purchase the database does not have.
+    """
+    raw, purchase_id = _metadata_purchase_id(checkout_session)
+    session_id = checkout_session.get("id")
+    if purchase_id is not None:
+        row = lock_purchase(db, purchase_id)
+        if row is not None:
+            return row
+    if session_id:
+        row = _lock_by(db, ContentPurchase.stripe_checkout_session_id == str(session_id))
+        if row is not None:
+            return row
+    if raw is not None:
+        raise PurchaseNotFoundYet(
+            f"Purchase {raw} (checkout session {session_id}) is not in the database yet; retry later."
+        )
+    return None
+
+
+def complete_purchase(db: Session, checkout_session: dict[str, Any]) -> PurchaseOutcome:
+    """A paid Checkout Session completes its purchase, once; the amount paid is checked and recorded."""
+    session_id = checkout_session.get("id")
+    row = _purchase_for_session(db, checkout_session)
+    if row is None:
+        return PurchaseOutcome(
+            None, "not_found", detail="no purchase for this session", session_id=session_id
+        )
+    pid = str(row.id)
+    if row.stripe_checkout_session_id and session_id and row.stripe_checkout_session_id != session_id:
+        return PurchaseOutcome(
+            pid,
+            "ignored",
+            detail=f"purchase belongs to session {row.stripe_checkout_session_id}",
+            session_id=session_id,
+        )
+    expected = row.price_paid_cents
+    if row.status == PurchaseStatus.completed:
+        return PurchaseOutcome(
+            pid,
+            "already_completed",
+            expected_cents=expected,
+            received_cents=row.amount_received_cents,
+            session_id=session_id,
+        )
+    if checkout_session.get("payment_status") not in PAID_STATUSES:
+        return PurchaseOutcome(
+            pid,
+            "pending_unpaid",
+            expected_cents=expected,
+            detail="payment not settled yet",
+            session_id=session_id,
+        )
+    if row.status == PurchaseStatus.failed and _has_other_live(db, row):
+        # Paid after we gave up on it, and the customer has started another purchase since.
+        return PurchaseOutcome(
+            pid,
+            "ignored",
+            amount_mismatch=False,
+            expected_cents=expected,
+            detail="paid, but the purchase was failed and another live purchase exists; needs a person",
+            session_id=session_id,
+        )
+    received = checkout_session.get("amount_total")
+    received = int(received) if received is not None else None
+    currency = (checkout_session.get("currency") or row.currency or "usd").lower()
+    mismatch = received is not None and (received != expected or currency != row.currency)
+    was = row.status.value
+    row.status = PurchaseStatus.completed
+    row.stripe_payment_intent_id = (
+        _id_of(checkout_session.get("payment_intent")) or row.stripe_payment_intent_id
+    )
+    row.stripe_checkout_session_id = row.stripe_checkout_session_id or session_id
+    row.amount_received_cents = received
+    row.purchased_at = datetime.now(UTC)
+    if mismatch:
+        record_audit(
+            db,
+            SYSTEM_ACTOR,
+            "purchase.amount_mismatch",
+            "purchase",
+            row.id,
+            {
+                "expected_cents": expected,
+                "received_cents": received,
+                "currency": currency,
+                "session_id": session_id,
+            },
+        )
+    db.flush()
+    return PurchaseOutcome(
+        pid,
+        "completed",
+        amount_mismatch=mismatch,
+        expected_cents=expected,
+        received_cents=received,
+        receipt=_receipt(db, row, received if received is not None else expected, currency),
+        detail="" if was == "pending" else f"was {was}",
+        session_id=session_id,
+    )
+
+
+def _has_other_live(db: Session, row: ContentPurchase) -> bool:
+    other = live_purchase(db, row.customer_id, row.content_id)
+    return other is not None and other.id != row.id
+
+
+def fail_purchase(db: Session, checkout_session: dict[str, Any]) -> PurchaseOutcome:
+    """An expired session or a failed delayed payment fails a pending purchase; never a completed one."""
+    session_id = checkout_session.get("id")
+    row = _purchase_for_session(db, checkout_session)
+    if row is None:
+        return PurchaseOutcome(
+            None, "not_found", detail="no purchase for this session", session_id=session_id
+        )
+    pid = str(row.id)
+    if row.status == PurchaseStatus.completed:
+        return PurchaseOutcome(pid, "already_completed", session_id=session_id)
+    if row.status == PurchaseStatus.failed:
+        return PurchaseOutcome(pid, "already_failed", session_id=session_id)
+    if row.stripe_checkout_session_id and session_id and row.stripe_checkout_session_id != session_id:
+        return PurchaseOutcome(
+            pid,
+            "ignored",
+            detail=f"purchase belongs to session {row.stripe_checkout_session_id}",
+            session_id=session_id,
+        )
+    if checkout_session.get("payment_status") == "paid":
+        return PurchaseOutcome(pid, "ignored", detail="the session is paid", session_id=session_id)
+    row.status = PurchaseStatus.failed
+    row.stripe_checkout_session_id = row.stripe_checkout_session_id or session_id
+    db.flush()
+    return PurchaseOutcome(pid, "failed", session_id=session_id)
+
+
+def record_external_refund(db: Session, charge_or_refund: dict[str, Any]) -> PurchaseOutcome:
+    """A refund made in Stripe (its dashboard, or `codex refund` seen again) ends access here too.
+
+    Takes a `charge` (charge.refunded) or a `refund` object. A partial refund changes nothing and is
+    reported as `partial_refund`; a repeat is `already_refunded` (filling in a missing refund id).
+    """
+    obj = charge_or_refund
+    kind = obj.get("object")
+    payment_intent = _id_of(obj.get("payment_intent"))
+    if kind == "refund":
+        if obj.get("status") not in ("succeeded", "pending"):
+            return PurchaseOutcome(None, "ignored", detail=f"refund status {obj.get('status')}")
+        refund_id: str | None = obj.get("id")
+        refunded_cents = int(obj.get("amount") or 0)
+        reason = obj.get("reason")
+        when = obj.get("created")
+    elif kind == "charge":
+        refund_id = _latest_refund_id(obj)
+        refunded_cents = int(obj.get("amount_refunded") or 0)
+        reason = None
+        when = None
+    else:
+        return PurchaseOutcome(None, "ignored", detail=f"not a charge or refund: {kind}")
+    row = None
+    if payment_intent:
+        row = _lock_by(db, ContentPurchase.stripe_payment_intent_id == payment_intent)
+    if row is None:
+        _, purchase_id = _metadata_purchase_id(obj)
+        if purchase_id is not None:
+            row = lock_purchase(db, purchase_id)
+    if row is None:
+        return PurchaseOutcome(None, "not_found", detail=f"no purchase for payment {payment_intent}")
+    pid = str(row.id)
+    paid = row.amount_received_cents if row.amount_received_cents is not None else row.price_paid_cents
+    if row.refunded_at is not None:
+        if refund_id and not row.stripe_refund_id:
+            row.stripe_refund_id = refund_id
+            db.flush()
+        return PurchaseOutcome(pid, "already_refunded", expected_cents=paid, received_cents=refunded_cents)
+    full = (obj.get("refunded") is True) if kind == "charge" else False
+    full = full or refunded_cents >= paid
+    if not full:
+        return PurchaseOutcome(
+            pid,
+            "partial_refund",
+            expected_cents=paid,
+            received_cents=refunded_cents,
+            detail=f"{refunded_cents} of {paid} cents refunded in Stripe; access kept",
+        )
+    row.refunded_at = datetime.fromtimestamp(int(when), UTC) if when else datetime.now(UTC)
+    row.stripe_refund_id = refund_id
+    row.refund_reason = f"Refunded in Stripe ({reason})" if reason else "Refunded in Stripe"
+    row.stripe_payment_intent_id = row.stripe_payment_intent_id or payment_intent
+    if row.status == PurchaseStatus.pending:
+        # Refunded before we ever saw it paid: the money went back, so access never starts.
+        row.status = PurchaseStatus.failed
+    record_audit(
+        db,
+        SYSTEM_ACTOR,
+        "purchase.external_refund",
+        "purchase",
+        row.id,
+        {"refund_id": refund_id, "payment_intent": payment_intent, "amount_cents": refunded_cents},
+    )
+    db.flush()
+    return PurchaseOutcome(pid, "refund_recorded", expected_cents=paid, received_cents=refunded_cents)
+
+
+def _latest_refund_id(charge: dict[str, Any]) -> str | None:
+    refunds = charge.get("refunds")
+    data = refunds.get("data") if isinstance(refunds, dict) else None
+    if data:
+        latest = max(data, key=lambda r: r.get("created") or 0)
+        return latest.get("id")
+    return None
+
+
+def _receipt(db: Session, row: ContentPurchase, amount_cents: int, currency: str) -> Receipt | None:
+    # One round trip for what the email needs (this runs once per webhook event).
+    found = db.execute(
+        select(User.email, User.name, Content.title)
+        .select_from(User)
+        .join(Content, Content.id == row.content_id)
+        .where(User.id == row.customer_id)
+    ).first()
+    if found is None:
+        return None
+    return Receipt(
+        purchase_id=str(row.id),
+        recipient=found.email,
+        customer_name=found.name,
+        content_id=str(row.content_id),
+        content_title=found.title,
+        amount_cents=amount_cents,
+        currency=currency,
+        purchase_date=row.purchased_at or datetime.now(UTC),
+    )
+
+
+# --- after the commit -----------------------------------------------------------------------------
+
+
+def send_receipt(container: Container, outcome: PurchaseOutcome) -> EmailResult | None:
+    """The purchase-receipt email for a newly completed purchase; None when there is nothing to send.
+
+    Never raises for a delivery failure: the EmailResult says what happened (the purchase stands).
+    """
+    receipt = outcome.receipt
+    if receipt is None or outcome.action != "completed":
+        return None
+    app_url = container.settings.app_url.rstrip("/")
+    result = container.notifications.send_email(
+        "purchase-receipt",
+        receipt.recipient,
+        {
+            "customerName": receipt.customer_name,
+            "contentTitle": receipt.content_title,
+            "amount": Money(receipt.amount_cents, receipt.currency),
+            "purchaseDate": receipt.purchase_date,
+            "accessUrl": f"{app_url}/content/{receipt.content_id}",
+        },
+        idempotency_key=f"purchase-receipt-{receipt.purchase_id}",
+    )
+    outcome.email = result
+    return result
+
+
+def _apply(container: Container, fn: Any, obj: dict[str, Any]) -> PurchaseOutcome:
+    with container.uow() as uow:
+        outcome = fn(uow.session, obj)
+        uow.commit()
+    send_receipt(container, outcome)
+    return outcome
+
+
+def apply_checkout_completed(container: Container, checkout_session: dict[str, Any]) -> PurchaseOutcome:
+    """complete_purchase in its own transaction, then the receipt email."""
+    return _apply(container, complete_purchase, checkout_session)
+
+
+def apply_checkout_failed(container: Container, checkout_session: dict[str, Any]) -> PurchaseOutcome:
+    """fail_purchase in its own transaction."""
+    return _apply(container, fail_purchase, checkout_session)
+
+
+def apply_external_refund(container: Container, charge_or_refund: dict[str, Any]) -> PurchaseOutcome:
+    """record_external_refund in its own transaction."""
+    return _apply(container, record_external_refund, charge_or_refund)
