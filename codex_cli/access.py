@@ -100,7 +100,7 @@ def library(user: UserOpt, json_output: JsonOpt = False) -> None:
         typer.echo(f"{result.user} has no content in their library.")
         return
 
-    def progress(item) -> str:  # type: ignore[no-untyped-def]
+    def progress(item) -> str:
         if item.completed:
             return "finished"
         return f"{item.position_seconds}s" if item.position_seconds else ""

@@ -55,11 +55,26 @@ class CodexGroup(TyperGroup):
                 ctx.obj.close()
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of a service error: the nearest class in the map below, else 1 (failure)."""
+    from services.core import errors
+
+    codes = {
+        errors.ValidationError: 2,
+        errors.NotFound: 3,
+        errors.NeedsAttention: 4,
+    }
+    for cls in type(exc).__mro__:
+        if cls in codes:
+            return codes[cls]
+    return 1
+
+
 def _translate(exc: BaseException, state: State | None) -> tuple[int, str]:
     from services.core.errors import CodexError
 
     if isinstance(exc, CodexError):
-        return exc.exit_code, f"Error: {exc}"
+        return exit_code_for(exc), f"Error: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         return 130, "Interrupted."
     from services.adapters.db import connection_error, is_connection_error

@@ -29,7 +29,7 @@ TagOpt = Annotated[
 ]
 
 
-def _show(view, json_output: bool, verb: str | None = None) -> None:  # type: ignore[no-untyped-def]
+def _show(view, json_output: bool, verb: str | None = None) -> None:
     if json_output:
         print_json(view)
         return

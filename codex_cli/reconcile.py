@@ -52,7 +52,7 @@ def reconcile(
         raise typer.Exit(4)
 
 
-def _render(report, verbose: bool) -> None:  # type: ignore[no-untyped-def]
+def _render(report, verbose: bool) -> None:
     if report.clean and not verbose:
         return  # cron mails only what matters
     verb = "would fix" if report.dry_run else "fixed"

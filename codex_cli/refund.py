@@ -34,7 +34,7 @@ def _describe(plan: RefundResult) -> list[str]:
     return lines
 
 
-def _ask(yes: bool):  # type: ignore[no-untyped-def]
+def _ask(yes: bool):
     def ask(plan: RefundResult) -> None:
         if is_tty():
             typer.echo("About to refund:")

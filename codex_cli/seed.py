@@ -71,7 +71,7 @@ def categories(
     result = seed_categories(
         c,
         items,
-        by=by or c.settings.codex_operator_email or None,
+        by=c.settings.operator_email(by),
         dry_run=dry_run,
         source=str(file) if file else None,
     )

@@ -53,7 +53,7 @@ def listen(
     webhook_log.addHandler(handler)
     webhook_log.propagate = False
 
-    def ready(server) -> None:  # type: ignore[no-untyped-def]
+    def ready(server) -> None:
         if json_output:
             print_json_line({"listening": server.url, "webhook_url": server.url + WEBHOOK_PATH})
         else:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from services.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import sessionmaker
 
     from services.adapters.db import UnitOfWork
+    from services.adapters.storage import ObjectStore
+    from services.adapters.stripe_gateway import StripeGateway
+    from services.email.notifications import NotificationService
 
 
 class Container:
@@ -34,7 +38,7 @@ class Container:
         return make_engine(self.database_url)
 
     @cached_property
-    def _session_factory(self) -> object:
+    def _session_factory(self) -> sessionmaker:
         from services.adapters.db import make_session_factory
 
         return make_session_factory(self.engine)
@@ -48,21 +52,21 @@ class Container:
     # --- adapters; each factory lives in the module that owns the outside system ---
 
     @cached_property
-    def object_store(self) -> Any:
+    def object_store(self) -> ObjectStore:
         """The media bucket: S3ObjectStore on R2/S3, or LocalObjectStore under CODEX_HOME/objects."""
         from services.adapters.storage import build_object_store
 
         return build_object_store(self.settings)
 
     @cached_property
-    def notifications(self) -> Any:
+    def notifications(self) -> NotificationService:
         """NotificationService: Resend, or the outbox folder under CODEX_HOME/outbox."""
         from services.email.notifications import build_notification_service
 
         return build_notification_service(self.settings, self)
 
     @cached_property
-    def stripe(self) -> Any:
+    def stripe(self) -> StripeGateway:
         """StripeGateway over the official SDK; ConfigurationError when STRIPE_SECRET_KEY is unset."""
         from services.adapters.stripe_gateway import build_stripe_gateway
 

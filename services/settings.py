@@ -65,6 +65,12 @@ class Settings:
         home = values.pop("codex_home", None)
         return cls(codex_home=Path(str(home)).expanduser() if home else _default_home(), **values)  # type: ignore[arg-type]
 
+    def operator_email(self, by: str | None = None) -> str | None:
+        """Who runs an audited operator action: `--by` if given, else CODEX_OPERATOR_EMAIL (None if neither).
+
+        The one place this choice is made; `services.core.lookup.resolve_operator` checks the user."""
+        return by or self.codex_operator_email or None
+
     @property
     def embedded_database(self) -> bool:
         return not self.database_url

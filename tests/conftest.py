@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,8 +46,53 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> TestPostgres:
     return server
 
 
+# Fixtures that reach the database through a connection of their own (the CLI, listeners, containers
+# built from settings): a test that uses one needs a cloned database whose commits are real.
+OWN_CONNECTION_FIXTURES = {
+    "cli",
+    "stripe_cli",
+    "refund_cli",
+    "s3_cli",
+    "s3_settings",
+    "s3_container",
+    "stripe_settings",
+    "stripe_container",
+    "resend_settings",
+    "webhook_settings",
+    "start_listener",
+    "listener",
+    "webhook",
+    "db_url",
+}
+# Where a rolled-back test's settings point: a database that does not exist, so a connection the
+# test did not get from its `container` fails at once instead of writing outside the rollback.
+NO_SUCH_DATABASE = "codex_rollback_only_use_the_container_fixture"
+
+
+def _rolls_back(request: pytest.FixtureRequest) -> bool:
+    """Tests that touch the database only through `container`/`session` run in one rolled-back
+    transaction; `@pytest.mark.commits` (concurrency, engine-level locks) gets a cloned database."""
+    if request.node.get_closest_marker("commits") is not None:
+        return False
+    names = set(request.fixturenames)
+    return bool(names & {"container", "session"}) and not names & OWN_CONNECTION_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def rollback_engine(pg: TestPostgres) -> Iterator[Any]:
+    """One migrated database shared by the rolled-back tests; nothing is ever committed to it."""
+    from services.adapters.db import make_engine
+
+    engine = make_engine(pg.sqlalchemy_url(pg.clone()))
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
-def db_name(pg: TestPostgres) -> Iterator[str]:
+def db_name(request: pytest.FixtureRequest, pg: TestPostgres) -> Iterator[str]:
+    if _rolls_back(request):
+        yield NO_SUCH_DATABASE
+        return
     name = pg.clone()
     yield name
     pg.drop(name)
@@ -58,23 +104,38 @@ def db_url(pg: TestPostgres, db_name: str) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str) -> Settings:
+def settings(tmp_path: Path, pg: TestPostgres, db_name: str) -> Settings:
     """Settings for one test: its own database and CODEX_HOME; nothing external configured."""
-    return Settings(codex_home=tmp_path / "codex-home", database_url=db_url)
+    return Settings(codex_home=tmp_path / "codex-home", database_url=pg.sqlalchemy_url(db_name))
 
 
 @pytest.fixture
-def container(settings: Settings) -> Iterator[object]:
+def container(request: pytest.FixtureRequest, settings: Settings) -> Iterator[object]:
     from services.bootstrap import Container
 
     c = Container(settings)
-    yield c
+    if settings.database_url.endswith(NO_SUCH_DATABASE):
+        from sqlalchemy.orm import sessionmaker
+
+        # Every unit of work joins the test's outer transaction as a savepoint: `uow.commit()`
+        # releases it, the test's end rolls everything back. No clone, no cleanup.
+        conn = request.getfixturevalue("rollback_engine").connect()
+        outer = conn.begin()
+        c.__dict__["_session_factory"] = sessionmaker(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        yield c
+        outer.rollback()
+        conn.close()
+    else:
+        yield c
     c.close()
 
 
 @pytest.fixture
 def session(container) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    """A plain SQLAlchemy session on the test database, for factories and assertions (commits are real)."""
+    """A SQLAlchemy session on the test database, for factories and assertions (in the rolled-back
+    transaction, or committed for real in a cloned database)."""
     with container.uow() as uow:
         yield uow.session
 

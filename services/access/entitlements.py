@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
@@ -29,11 +29,14 @@ from services.core.models import (
     VideoPlayback,
 )
 
+if TYPE_CHECKING:
+    from services.bootstrap import Container
+
 COMPLETION_THRESHOLD = 0.95  # more than 95% watched counts as finished (the roadmap's rule)
 
 # Literal (not bound) so that the planner can match the partial index ix_content_purchases_access,
 # whose predicate is `status = 'completed' AND refunded_at IS NULL`, even on a generic prepared plan.
-_COMPLETED = literal_column("'completed'")
+_COMPLETED: Any = literal_column("'completed'")
 
 
 def _grants_access() -> Any:
@@ -170,14 +173,14 @@ def save_playback_progress(
         raise ValidationError("Playback position and duration must be zero or more seconds.")
     completed = duration_seconds > 0 and position_seconds / duration_seconds > COMPLETION_THRESHOLD
     now = datetime.now(UTC)
-    values = {
+    values: dict[str, Any] = {
         "position_seconds": int(position_seconds),
         "duration_seconds": int(duration_seconds),
         "completed": completed,
         "last_watched_at": now,
     }
-    statement = insert(VideoPlayback).values(user_id=user_id, media_item_id=media_item_id, **values)
-    statement = statement.on_conflict_do_update(
+    upsert = insert(VideoPlayback).values(user_id=user_id, media_item_id=media_item_id, **values)
+    statement = upsert.on_conflict_do_update(
         index_elements=[VideoPlayback.user_id, VideoPlayback.media_item_id],
         set_={**values, "updated_at": now},
     ).returning(VideoPlayback.last_watched_at)
@@ -257,7 +260,7 @@ class AccessCheck:
     reason: str
 
 
-def check_access_for(container: Any, user_ref: str, content_ref: str) -> AccessCheck:
+def check_access_for(container: Container, user_ref: str, content_ref: str) -> AccessCheck:
     """Does this user (email or id) have access to this content, and why (not)?"""
     with container.uow() as uow:
         session = uow.session
@@ -298,7 +301,7 @@ class Library:
     items: list[LibraryItem]
 
 
-def library_for(container: Any, user_ref: str) -> Library:
+def library_for(container: Container, user_ref: str) -> Library:
     """The library of a user named by email or id."""
     with container.uow() as uow:
         user = resolve_user(uow.session, user_ref)
@@ -320,7 +323,7 @@ class Grant:
 
 
 def grant_access(
-    container: Any, user_ref: str, content_ref: str, reason: str, by: str | None = None
+    container: Container, user_ref: str, content_ref: str, reason: str, by: str | None = None
 ) -> Grant:
     """Give a user free access: a zero-price completed purchase, audited, in one transaction.
 
@@ -331,7 +334,7 @@ def grant_access(
         raise ValidationError("Give a reason for the grant with --reason (it goes to the audit log).")
     with container.uow() as uow:
         session = uow.session
-        operator = resolve_operator(session, by or container.settings.codex_operator_email)
+        operator = resolve_operator(session, container.settings.operator_email(by))
         user = resolve_user(session, user_ref)
         # Lock the content row so a concurrent delete or a second grant waits for this one.
         content = _content(session, content_ref, lock=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 
@@ -26,6 +26,9 @@ from services.core.models import (
 from services.core.money import format_money
 from services.core.paging import encode_cursor, page_query
 from services.payments.purchase_views import PURCHASE_STATES
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 # ------------------------------------------------------------------------------------------- users
 
@@ -65,7 +68,7 @@ def _live_purchase_counts() -> Any:
 
 
 def list_users(
-    container: Any,
+    container: Container,
     role: str | None = None,
     search: str | None = None,
     limit: int = 50,
@@ -122,7 +125,7 @@ class UserDetail:
     spent: list[str] = field(default_factory=list)
 
 
-def show_user(container: Any, ref: str) -> UserDetail:
+def show_user(container: Container, ref: str) -> UserDetail:
     """A user by email or id: role, memberships and a summary of their purchases."""
     with container.uow() as uow:
         session = uow.session

@@ -60,7 +60,7 @@ def stop_embedded(home: Path) -> bool:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
     # As root, pgserver runs the server as its own `pgserver` system user; stop it as that user too.
     server_user = "pgserver" if _is_root() else None

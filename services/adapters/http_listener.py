@@ -76,6 +76,7 @@ class WebhookServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host = self.server_address[0]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{self.port}"
 
     # --- connections ---
@@ -173,7 +174,7 @@ class WebhookRequestHandler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.connection_timeout
+        self.timeout = self.server.connection_timeout  # type: ignore[misc]  # per connection, by design
         super().setup()
 
     def handle(self) -> None:

@@ -12,13 +12,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import stripe
 
 from services.core.errors import ConfigurationError, ExternalServiceError
 from services.core.masking import mask_secret
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from stripe.params import RefundCreateParams
+    from stripe.params.checkout import SessionCreateParams
 
 # The API version our code (and the SDK's types) are written against; Stripe's default for the
 # account is not used, so a dashboard upgrade cannot change object shapes under us.
@@ -80,7 +84,7 @@ class _HTTPClient(stripe.RequestsClient):
 
     def _should_retry(
         self, response: Any, api_connection_error: Any, num_retries: int, max_network_retries: Any
-    ) -> bool:  # type: ignore[override]
+    ) -> bool:
         headers = response[2] if response is not None else None
         self._thread_local.retry_after = _retry_after(headers)
         return super()._should_retry(response, api_connection_error, num_retries, max_network_retries)
@@ -178,7 +182,8 @@ class StripeGateway:
             "contentId": str(content_id),
             "organizationId": str(organization_id),
         }
-        params: dict[str, Any] = {
+        # Typed by the SDK's own request types, so mypy checks every parameter name and type we send.
+        params: SessionCreateParams = {
             "mode": "payment",
             "customer_email": customer_email,
             "client_reference_id": str(purchase_id),
@@ -245,7 +250,7 @@ class StripeGateway:
         amount: int | None = None,
     ) -> dict[str, Any]:
         """A refund on the payment intent; the same idempotency key returns the same refund."""
-        params: dict[str, Any] = {
+        params: RefundCreateParams = {
             "payment_intent": payment_intent,
             "reason": reason,
             "metadata": {str(k): str(v) for k, v in metadata.items()},

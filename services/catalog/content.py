@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +34,9 @@ from services.core.models import (
     Tag,
 )
 from services.core.money import format_money
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 TITLE_RANGE = (3, 255)
 DESCRIPTION_RANGE = (10, 5000)
@@ -196,7 +199,7 @@ def _set_tags(db: Any, org: Organization, content: Content, names: dict[str, str
 
     New tags are inserted in slug order: two operators adding the same new tags to different items
     then wait for each other in one order instead of deadlocking."""
-    db.execute(ContentTag.__table__.delete().where(ContentTag.content_id == content.id))
+    db.execute(cast(Table, ContentTag.__table__).delete().where(ContentTag.content_id == content.id))
     if not names:
         return
     db.execute(
@@ -252,10 +255,10 @@ def _views(db: Any, org: Organization, rows: list[Content]) -> list[ContentView]
 
 
 def _locked(
-    container: Any, db: Any, org_ref: str, content_id: str, by: str | None
+    container: Container, db: Any, org_ref: str, content_id: str, by: str | None
 ) -> tuple[Any, Organization, Content]:
     """The operator, the organization and the content row locked FOR UPDATE, for a change to one item."""
-    operator = resolve_operator(db, by or container.settings.codex_operator_email)
+    operator = resolve_operator(db, container.settings.operator_email(by))
     org = resolve_org(db, org_ref)
     return operator, org, _content(db, org, content_id, lock=True)
 
@@ -278,7 +281,7 @@ def _slug_race(org_slug: str, slug: str) -> Iterator[None]:
 
 
 def create_content(
-    container: Any,
+    container: Container,
     org_ref: str,
     media_id: str,
     title: str,
@@ -297,7 +300,7 @@ def create_content(
     wanted_slug = _slug(slug) if slug else _slug(title, "Title")
     with container.uow() as uow:
         db = uow.session
-        operator = resolve_operator(db, by or container.settings.codex_operator_email)
+        operator = resolve_operator(db, container.settings.operator_email(by))
         org = resolve_org(db, org_ref)
         media = _media(db, org, media_id)
         category_row = _category(db, category)
@@ -331,7 +334,7 @@ def create_content(
 
 
 def list_content(
-    container: Any, org_ref: str, status: str | None = None, limit: int = 50, cursor: str | None = None
+    container: Container, org_ref: str, status: str | None = None, limit: int = 50, cursor: str | None = None
 ) -> ContentPage:
     """Live content of an organization, newest first, keyset-paginated."""
     if not 1 <= limit <= MAX_PAGE:
@@ -368,14 +371,14 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from None
 
 
-def get_content(container: Any, org_ref: str, content_id: str) -> ContentView:
+def get_content(container: Container, org_ref: str, content_id: str) -> ContentView:
     with container.uow() as uow:
         org = resolve_org(uow.session, org_ref)
         return _views(uow.session, org, [_content(uow.session, org, content_id)])[0]
 
 
 def update_content(
-    container: Any,
+    container: Container,
     org_ref: str,
     content_id: str,
     *,
@@ -429,7 +432,9 @@ def update_content(
         return _views(db, org, [row])[0]
 
 
-def publish_content(container: Any, org_ref: str, content_id: str, by: str | None = None) -> ContentView:
+def publish_content(
+    container: Container, org_ref: str, content_id: str, by: str | None = None
+) -> ContentView:
     """Published content can be bought; its media item must be `ready`."""
     with container.uow() as uow:
         db = uow.session
@@ -449,7 +454,9 @@ def publish_content(container: Any, org_ref: str, content_id: str, by: str | Non
         return _views(db, org, [row])[0]
 
 
-def unpublish_content(container: Any, org_ref: str, content_id: str, by: str | None = None) -> ContentView:
+def unpublish_content(
+    container: Container, org_ref: str, content_id: str, by: str | None = None
+) -> ContentView:
     """Back to draft: no new purchases; customers who bought it keep access."""
     with container.uow() as uow:
         db = uow.session
@@ -463,7 +470,7 @@ def unpublish_content(container: Any, org_ref: str, content_id: str, by: str | N
 
 
 def delete_content(
-    container: Any, org_ref: str, content_id: str, by: str | None = None, dry_run: bool = False
+    container: Container, org_ref: str, content_id: str, by: str | None = None, dry_run: bool = False
 ) -> ContentView:
     """Soft delete, refused while customers hold completed (unrefunded) purchases of it, or a checkout
     of it is still pending."""

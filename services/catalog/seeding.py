@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -28,6 +28,9 @@ from services.core.models import (
     VerificationToken,
 )
 from services.core.patterns import EMAIL_PATTERN, SLUG_PATTERN
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 INVITE_TTL = timedelta(hours=1)
 SEED_ACTOR = "codex seed"
@@ -109,7 +112,7 @@ class SeedOwnerResult:
 
 
 def seed_owner(
-    container: Any,
+    container: Container,
     email: str,
     name: str,
     org_name: str | None = None,
@@ -248,7 +251,7 @@ def _normalise(items: list[Any]) -> list[dict[str, Any]]:
                 f"Category #{index} ({name}): slug {slug!r} must be lower-case letters, digits and hyphens."
             )
         try:
-            sort_order = int(item.get("sort_order", item.get("sortOrder", index * 10)))
+            sort_order = int(item.get("sort_order", item.get("sortOrder", index * 10)))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise ValidationError(f"Category #{index} ({name}): sort_order must be a whole number.") from None
         if slug in rows:
@@ -264,7 +267,7 @@ def _normalise(items: list[Any]) -> list[dict[str, Any]]:
 
 
 def seed_categories(
-    container: Any,
+    container: Container,
     items: list[Any] | None = None,
     by: str | None = None,
     dry_run: bool = False,

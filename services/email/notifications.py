@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.adapters.email_senders import (
     EmailSender,
@@ -28,6 +28,9 @@ from services.email.templates import (
     template_spec,
 )
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 log = logging.getLogger("codex.email")
 
@@ -55,7 +58,7 @@ class NotificationService:
         self,
         sender: EmailSender,
         settings: Settings,
-        container: Any = None,
+        container: Container | None = None,
         retry_delay: float = 0.25,
     ) -> None:
         self.sender = sender
@@ -185,6 +188,6 @@ def unmigrated_guard(read: Any) -> Any:
         ) from None
 
 
-def build_notification_service(settings: Settings, container: Any = None) -> NotificationService:
+def build_notification_service(settings: Settings, container: Container | None = None) -> NotificationService:
     """Resend when RESEND_API_KEY is set, otherwise the outbox folder under CODEX_HOME."""
     return NotificationService(build_sender(settings), settings, container)

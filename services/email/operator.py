@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.adapters.email_senders import (
     validate_address,
@@ -18,6 +18,9 @@ from services.email.templates import (
     RenderedEmail,
     template_spec,
 )
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 log = logging.getLogger("codex.email")
 
@@ -34,7 +37,7 @@ class TemplateInfo:
     override_updated_at: datetime | None
 
 
-def list_email_templates(container: Any) -> list[TemplateInfo]:
+def list_email_templates(container: Container) -> list[TemplateInfo]:
     """Every template key with its variables and whether a database override replaces the file."""
     from sqlalchemy import select
 
@@ -63,7 +66,7 @@ def _data_with_samples(key: str, raw: dict[str, str], app_url: str) -> dict[str,
     return {**sample_data(key, app_url), **coerce_data(key, raw)}
 
 
-def preview_email(container: Any, key: str, raw_data: dict[str, str]) -> RenderedEmail:
+def preview_email(container: Container, key: str, raw_data: dict[str, str]) -> RenderedEmail:
     """Render `key` as it would be sent (override included); variables not given get sample values."""
     template_spec(key)
     service: NotificationService = container.notifications
@@ -80,7 +83,9 @@ class SentTestEmail:
     attempts: int
 
 
-def send_test_email(container: Any, key: str, recipient: str, raw_data: dict[str, str]) -> SentTestEmail:
+def send_test_email(
+    container: Container, key: str, recipient: str, raw_data: dict[str, str]
+) -> SentTestEmail:
     """Send `key` to `recipient`, sample values for variables not given; ExternalServiceError on failure."""
     template_spec(key)
     to = validate_address(recipient)

@@ -18,6 +18,8 @@ from services.core.money import Money, format_money
 if TYPE_CHECKING:
     from jinja2 import Environment, Template
 
+    from services.bootstrap import Container
+
 PARTS = ("subject", "html", "text")
 _PART_FILES = {"subject": "subject.txt", "html": "body.html", "text": "body.txt"}
 _PART_NAMES = {"subject": "subject", "html": "HTML body", "text": "text body"}
@@ -423,10 +425,12 @@ def _upsert_override(
 def _operator(session: Any, settings: Any, by: str | None) -> Any:
     from services.core.lookup import resolve_operator
 
-    return resolve_operator(session, by or getattr(settings, "codex_operator_email", ""))
+    return resolve_operator(session, settings.operator_email(by) if settings is not None else by)
 
 
-def delete_template_override(container: Any, key: str, by: str | None = None, dry_run: bool = False) -> bool:
+def delete_template_override(
+    container: Container, key: str, by: str | None = None, dry_run: bool = False
+) -> bool:
     """Remove the override of `key` (audited) so the file template applies again; NotFound if none.
 
     Returns False on a dry run (nothing removed), True when the row was deleted.

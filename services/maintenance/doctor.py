@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from services.core.errors import CodexError, ConfigurationError
 from services.settings import DEFAULT_APP_URL, SECRET_FIELDS, Settings
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 log = logging.getLogger("codex.doctor")
 
@@ -96,7 +99,7 @@ def _run_check(name: str, check: Callable[[], str], settings: Settings, local: b
 # --------------------------------------------------------------------------------------- the checks
 
 
-def _check_database(container: Any) -> str:
+def _check_database(container: Container) -> str:
     from services.adapters.db import connection_error, is_connection_error
     from services.adapters.migrations import get_status
     from services.core.masking import url_target
@@ -123,7 +126,7 @@ def _check_database(container: Any) -> str:
     return f"{where} reachable, schema at revision {status.current} (up to date)"
 
 
-def _check_bucket(container: Any, bucket: str) -> str:
+def _check_bucket(container: Container, bucket: str) -> str:
     from services.adapters.storage import build_object_store
 
     settings = container.settings
@@ -133,13 +136,13 @@ def _check_bucket(container: Any, bucket: str) -> str:
     return str(store.check())
 
 
-def _check_stripe(container: Any) -> str:
+def _check_stripe(container: Container) -> str:
     if not container.settings.stripe_secret_key:
         raise _Outcome(NOT_CONFIGURED, "STRIPE_SECRET_KEY is not set; payment commands will refuse to run")
     return str(container.stripe.check())
 
 
-def _check_email(container: Any) -> str:
+def _check_email(container: Container) -> str:
     return str(container.notifications.check())
 
 
@@ -167,7 +170,7 @@ def _check_app_url(settings: Settings) -> str:
     return f"APP_URL is {url}"
 
 
-def run_doctor(container: Any, strict: bool = False) -> DoctorReport:
+def run_doctor(container: Container, strict: bool = False) -> DoctorReport:
     """Run every check; `strict` also counts local and unconfigured parts as failures."""
     settings: Settings = container.settings
     checks = [

@@ -32,12 +32,15 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from services.adapters.locks import advisory_lock
 from services.core.audit import record_audit
 from services.core.errors import Conflict, ValidationError
 from services.core.r2keys import classify_key
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 ORPHANS_LOCK = "codex-cleanup"
 ACTOR = "codex cleanup"
@@ -162,7 +165,7 @@ CandidateFn = Callable[[Candidate], None]
 
 
 def cleanup_orphans(
-    container: Any,
+    container: Container,
     older_than: timedelta,
     *,
     dry_run: bool = False,
@@ -262,7 +265,7 @@ class _OrphanRun:
 
     def __init__(
         self,
-        container: Any,
+        container: Container,
         store: Any,
         result: OrphanCleanupResult,
         on_progress: ProgressFn | None,
@@ -533,14 +536,16 @@ class _OrphanRun:
 # ------------------------------------------------------------------------------------------ audit
 
 
-def audit_run(container: Any, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:
+def audit_run(
+    container: Container, actor: str, action: str, target: str | None, details: dict[str, Any]
+) -> None:
     with container.uow() as uow:
         record_audit(uow.session, actor, action, "bucket" if target else None, target, details)
         uow.commit()
 
 
 def _audit_quietly(
-    container: Any, actor: str, action: str, result: OrphanCleanupResult, exc: BaseException
+    container: Container, actor: str, action: str, result: OrphanCleanupResult, exc: BaseException
 ) -> None:
     """Record what a failed run had already deleted; never let this hide the original error."""
     if not (result.orphans_deleted or result.stale_media_deleted or result.multipart_aborted):

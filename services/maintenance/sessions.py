@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.adapters.locks import advisory_lock
 from services.maintenance.orphans import ACTOR, audit_run
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 SESSIONS_LOCK = "codex-cleanup-sessions"
 
@@ -30,7 +33,7 @@ class SessionCleanupResult:
 
 
 def cleanup_sessions(
-    container: Any,
+    container: Container,
     *,
     dry_run: bool = False,
     confirm: Callable[[SessionCleanupResult], bool] | None = None,

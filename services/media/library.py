@@ -118,7 +118,7 @@ def change_status(
     if status not in _TRANSITIONS:
         raise ValidationError(f"Unknown media status {status!r}.")
     with container.uow() as uow:
-        operator = resolve_operator(uow.session, by or container.settings.codex_operator_email)
+        operator = resolve_operator(uow.session, container.settings.operator_email(by))
         row = _load_for_update(uow.session, media_ref)
         previous = str(row.status.value)
         if previous == status:
@@ -247,7 +247,7 @@ def delete_media(
 
     store = container.object_store
     with container.uow() as uow:
-        operator = resolve_operator(uow.session, by or container.settings.codex_operator_email)
+        operator = resolve_operator(uow.session, container.settings.operator_email(by))
         row = _load_for_update(uow.session, media_ref)
         used_by = _content_using(uow.session, row.id)
         if used_by:

@@ -81,7 +81,7 @@ def complete_upload(
     ext = r2keys.file_extension(filename)
     with container.uow() as uow:
         org_id = resolve_org(uow.session, org_ref).id
-        uploader = operator_id(uow.session, by or container.settings.codex_operator_email)
+        uploader = operator_id(uow.session, container.settings.operator_email(by))
         if uow.session.get(MediaItem, media_id) is not None:
             raise Conflict(f"Media item {media_id} already exists; the upload was already completed.")
     key = r2keys.media_original(org_id, media_id, ext)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from services.adapters.storage import UploadCancelled
 from services.core import r2keys
@@ -116,7 +116,7 @@ def upload_media(
         with container.uow() as uow:
             org = resolve_org(uow.session, org_ref)
             org_id = org.id
-            uploader = operator_id(uow.session, by or container.settings.codex_operator_email)
+            uploader = operator_id(uow.session, container.settings.operator_email(by))
         store = container.object_store
     except BaseException:
         hasher.shutdown(wait=True, cancel_futures=True)
@@ -280,13 +280,13 @@ def media_values(
 def insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
     """One INSERT ... RETURNING for all `rows`, one transaction. A broken rule is a Conflict or
     NotFound naming it; a failing database is one sentence with the password masked."""
-    from sqlalchemy import insert
+    from sqlalchemy import Table, insert
     from sqlalchemy.exc import DBAPIError, IntegrityError
 
     from services.adapters.db import connection_error
     from services.core.models import MediaItem
 
-    table = MediaItem.__table__
+    table = cast(Table, MediaItem.__table__)
     with container.uow() as uow:
         try:
             # executemany with RETURNING: SQLAlchemy sends one multi-row INSERT per 1,000 rows and
@@ -296,7 +296,7 @@ def insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.U
             raise _integrity_error(exc, rows) from None
         except DBAPIError as exc:  # lost connection, server gone
             raise connection_error(container.database_url, exc) from None
-        views = {row.id: MediaView.of(row) for row in returned}
+        views = {row.id: MediaView.of(cast("MediaItem", row)) for row in returned}  # a row has its columns
         uow.commit()
     return views
 

@@ -84,7 +84,7 @@ def create_checkout(container: Container, customer_ref: str, content_id: str) ->
         )
         db.add(purchase)
         _commit_or_conflict(uow)
-        facts = dict(
+        facts: dict[str, Any] = dict(
             purchase_id=str(purchase.id),
             customer_id=str(customer.id),
             customer_email=customer.email,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
@@ -27,6 +27,9 @@ from services.core.models import (
 )
 from services.core.money import format_money
 from services.core.paging import encode_cursor, page_query
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 PURCHASE_STATES = ("pending", "completed", "failed", "refunded")
 
@@ -59,7 +62,7 @@ class PurchasePage:
 
 
 def list_purchases(
-    container: Any,
+    container: Container,
     status: str | None = None,
     customer: str | None = None,
     content: str | None = None,
@@ -145,7 +148,7 @@ class PurchaseDetail:
     refunded_by: str | None
 
 
-def show_purchase(container: Any, purchase_ref: str) -> PurchaseDetail:
+def show_purchase(container: Container, purchase_ref: str) -> PurchaseDetail:
     """One purchase with its customer (masked), content, Stripe references and refund."""
     purchase_id = parse_uuid(purchase_ref, "purchase id")
     refunder = aliased(User)

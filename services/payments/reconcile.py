@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -20,6 +20,9 @@ from services.core.audit import record_audit
 from services.core.errors import ExternalServiceError
 from services.core.models import ContentPurchase, PurchaseStatus
 from services.payments import purchases
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ class _Pending:
 
 
 def reconcile_purchases(
-    container: Any,
+    container: Container,
     since: timedelta,
     min_age: timedelta,
     dry_run: bool = False,
@@ -95,7 +98,9 @@ def reconcile_purchases(
     return report
 
 
-def _run(container: Any, report: ReconcileReport, limit: int | None, progress: Callable[[str], None]) -> None:
+def _run(
+    container: Container, report: ReconcileReport, limit: int | None, progress: Callable[[str], None]
+) -> None:
     gateway = container.stripe
     pending = _load_pending(container, report.cutoff, limit)
     report.checked_purchases = len(pending)
@@ -104,6 +109,7 @@ def _run(container: Any, report: ReconcileReport, limit: int | None, progress: C
     # Sessions created in the window, matched to purchases in memory.
     listed: dict[str, dict[str, Any]] = {}
     by_purchase: dict[str, dict[str, Any]] = {}
+    stripe_session: dict[str, Any] | None
     for stripe_session in gateway.iter_checkout_sessions(created_gte=report.window_start):
         listed[stripe_session["id"]] = stripe_session
         purchase_id = (stripe_session.get("metadata") or {}).get("purchaseId")
@@ -138,7 +144,7 @@ def _run(container: Any, report: ReconcileReport, limit: int | None, progress: C
     _refunds(container, report)
 
 
-def _load_pending(container: Any, cutoff: datetime, limit: int | None) -> list[_Pending]:
+def _load_pending(container: Container, cutoff: datetime, limit: int | None) -> list[_Pending]:
     """Pending purchases old enough to act on, oldest first, in one query."""
     query = (
         select(
@@ -178,18 +184,27 @@ def _retrieve(gateway: Any, purchase: _Pending, report: ReconcileReport) -> dict
 
 
 def _reconcile_session(
-    container: Any, report: ReconcileReport, purchase: _Pending, stripe_session: dict[str, Any]
+    container: Container, report: ReconcileReport, purchase: _Pending, stripe_session: dict[str, Any]
 ) -> None:
-    paid = stripe_session.get("payment_status") in ("paid", "no_payment_required")
-    expired = stripe_session.get("status") == "expired"
-    if paid:
+    outcome = session_outcome(stripe_session)
+    if outcome == "completed":
         _fix(container, report, purchase, stripe_session, "completed", purchases.complete_purchase)
-    elif expired:
+    elif outcome == "failed":
         _fix(container, report, purchase, stripe_session, "failed", purchases.fail_purchase)
 
 
+def session_outcome(stripe_session: dict[str, Any]) -> str | None:
+    """What a pending purchase becomes given its Checkout Session: paid (or free) completes it, an
+    expired session fails it, anything else (still open, unpaid) leaves it pending."""
+    if stripe_session.get("payment_status") in ("paid", "no_payment_required"):
+        return "completed"
+    if stripe_session.get("status") == "expired":
+        return "failed"
+    return None
+
+
 def _fix(
-    container: Any,
+    container: Container,
     report: ReconcileReport,
     purchase: _Pending,
     stripe_session: dict[str, Any],
@@ -242,7 +257,7 @@ def _fix(
 
 
 def _paid_sessions_without_purchase(
-    container: Any, report: ReconcileReport, listed: dict[str, dict[str, Any]], pending_ids: set[str]
+    container: Container, report: ReconcileReport, listed: dict[str, dict[str, Any]], pending_ids: set[str]
 ) -> None:
     """Paid sessions whose purchaseId the database does not know: money taken, nothing granted."""
     paid = {
@@ -281,7 +296,7 @@ def _paid_sessions_without_purchase(
             )
 
 
-def _refunds(container: Any, report: ReconcileReport) -> None:
+def _refunds(container: Container, report: ReconcileReport) -> None:
     """Completed purchases refunded in Stripe (e.g. from the dashboard) but not here."""
     refunds = [
         r

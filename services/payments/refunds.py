@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -34,6 +34,9 @@ from services.core.lookup import parse_uuid, resolve_operator
 from services.core.masking import mask_email
 from services.core.models import Content, ContentPurchase, PurchaseStatus, User
 from services.core.money import Money, format_money
+
+if TYPE_CHECKING:
+    from services.bootstrap import Container
 
 REFUND_WINDOW = timedelta(days=30)
 MIN_REASON_LENGTH = 10
@@ -171,15 +174,15 @@ def _result(
     )
 
 
-def _operator_email(container: Any, request: RefundRequest) -> str | None:
-    return request.operator_email or container.settings.codex_operator_email or None
+def _operator_email(container: Container, request: RefundRequest) -> str | None:
+    return container.settings.operator_email(request.operator_email)
 
 
 # ---------------------------------------------------------------------------------- entry point
 
 
 def refund_purchase(
-    container: Any,
+    container: Container,
     request: RefundRequest,
     confirm: Callable[[RefundResult], None] | None = None,
 ) -> RefundResult:
@@ -203,7 +206,7 @@ def refund_purchase(
     return replace(result, email=email)
 
 
-def _plan(container: Any, purchase_id: uuid.UUID, request: RefundRequest) -> RefundResult:
+def _plan(container: Container, purchase_id: uuid.UUID, request: RefundRequest) -> RefundResult:
     now = datetime.now(UTC)
     with container.uow() as uow:
         session = uow.session
@@ -211,15 +214,16 @@ def _plan(container: Any, purchase_id: uuid.UUID, request: RefundRequest) -> Ref
         purchase = _check_eligible(
             _load(session, purchase_id, lock=False), purchase_id, request.override_window, now
         )
-        customer = session.get(User, purchase.customer_id)
-        content = session.get(Content, purchase.content_id)
+        # Foreign keys guarantee both rows exist.
+        customer = session.get_one(User, purchase.customer_id)
+        content = session.get_one(Content, purchase.content_id)
         return _result(
             purchase, customer, content, operator, request.override_window, now, dry_run=request.dry_run
         )
 
 
 def _refund_locked(
-    container: Any, purchase_id: uuid.UUID, reason: str, request: RefundRequest
+    container: Container, purchase_id: uuid.UUID, reason: str, request: RefundRequest
 ) -> tuple[RefundResult, dict[str, Any], str]:
     """The transaction: lock, check, Stripe, record, audit, commit. Returns what the email needs."""
     with container.uow() as uow:
@@ -228,8 +232,9 @@ def _refund_locked(
         purchase = _load(session, purchase_id, lock=True)
         now = datetime.now(UTC)
         purchase = _check_eligible(purchase, purchase_id, request.override_window, now)
-        customer = session.get(User, purchase.customer_id)
-        content = session.get(Content, purchase.content_id)
+        # Foreign keys guarantee both rows exist.
+        customer = session.get_one(User, purchase.customer_id)
+        content = session.get_one(Content, purchase.content_id)
         result = _result(purchase, customer, content, operator, request.override_window, now, dry_run=False)
 
         refund_id: str | None = None
@@ -292,12 +297,14 @@ def _refund_locked(
         return done, email_data, customer.email
 
 
-def _stripe_refund(container: Any, purchase: ContentPurchase, operator: User, reason: str) -> dict[str, Any]:
+def _stripe_refund(
+    container: Container, purchase: ContentPurchase, operator: User, reason: str
+) -> dict[str, Any]:
     """The refund at Stripe; on failure nothing has been written and the lock is released by rollback."""
     gateway = container.stripe
     try:
         return gateway.create_refund(
-            payment_intent=purchase.stripe_payment_intent_id,
+            payment_intent=purchase.stripe_payment_intent_id or "",
             reason=STRIPE_REFUND_REASON,
             metadata={
                 "purchaseId": str(purchase.id),
@@ -322,7 +329,7 @@ def _stripe_refund(container: Any, purchase: ContentPurchase, operator: User, re
 
 
 def _send_confirmation(
-    container: Any, result: RefundResult, recipient: str, data: dict[str, Any]
+    container: Container, result: RefundResult, recipient: str, data: dict[str, Any]
 ) -> EmailOutcome:
     """The refund-confirmation email; never raises, the refund is already committed."""
     try:

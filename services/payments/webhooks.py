@@ -467,7 +467,7 @@ def backfill_events(container: Container, since: timedelta, dry_run: bool = Fals
     items: list[BackfillItem] = []
     already = 0
     for event in events:
-        status = stored.get(event.get("id"))
+        status = stored.get(str(event.get("id")))
         if status in done:
             already += 1
             continue
@@ -515,7 +515,7 @@ def prune_events(container: Container, older_than: timedelta, dry_run: bool = Fa
             return PruneReport(cutoff, True, count, kept)
         result = session.execute(delete(StripeEvent).where(old, StripeEvent.status.in_(done)))
         uow.commit()
-        return PruneReport(cutoff, False, result.rowcount or 0, kept)
+        return PruneReport(cutoff, False, getattr(result, "rowcount", 0) or 0, kept)
 
 
 def check_database(container: Container) -> str | None:

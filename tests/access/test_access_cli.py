@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from services.core.models import AuditLog, ContentPurchase, PurchaseStatus
@@ -180,6 +181,7 @@ def test_empty_library_says_so(cli, session) -> None:
     assert customer.email not in result.stdout
 
 
+@pytest.mark.commits
 def test_two_operators_granting_at_once_create_one_purchase(container, session) -> None:
     import threading
 

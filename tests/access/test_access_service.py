@@ -13,6 +13,9 @@ from services.core.errors import NotFound, ValidationError
 from services.core.models import PurchaseStatus, VideoPlayback
 from tests.factories import make_category, make_content, make_media, make_org, make_purchase, make_user
 
+# Real commits (its fixtures open connections of their own): a cloned database per test.
+pytestmark = pytest.mark.commits
+
 
 @pytest.fixture
 def shop(session):  # type: ignore[no-untyped-def]

@@ -20,6 +20,9 @@ from services.core import models as m
 from services.core.errors import Conflict, NotFound
 from tests import factories as f
 
+# Real commits (two operators on two connections): a cloned database per test.
+pytestmark = pytest.mark.commits
+
 OWNER = "owner@example.com"
 WAIT_LIMIT_S = 60  # a safety net against a hang, not a timing assertion
 

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from sqlalchemy import func, select
 
 from services.core import models as m
@@ -160,6 +161,7 @@ def test_a_failed_invite_email_keeps_the_owner_and_says_so(
     assert _count(session, m.User) == 1 and _count(session, m.VerificationToken) == 1
 
 
+@pytest.mark.commits
 def test_two_seeds_at_once_make_one_owner(container, session) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

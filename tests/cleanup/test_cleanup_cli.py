@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from services.core import models as m
@@ -106,6 +107,7 @@ def test_sessions_dry_run_counts_and_deletes_nothing(cli, session) -> None:
     assert _count(session, m.Session) == 3
 
 
+@pytest.mark.commits
 def test_sessions_in_batches_deletes_a_backlog_larger_than_a_batch(container, session) -> None:
     from services.maintenance.sessions import cleanup_sessions
 

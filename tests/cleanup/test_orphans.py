@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from services.core import models as m
@@ -248,6 +249,7 @@ def test_a_second_run_while_the_first_is_running_does_nothing(s3_container, s3_c
     assert first.orphans_deleted == 1 and bucket.listed() == set()
 
 
+@pytest.mark.commits
 def test_local_object_store_is_cleaned_the_same_way(container, session) -> None:
     """The embedded default (a directory) goes through the same rules."""
     store = container.object_store

@@ -14,6 +14,7 @@ from tests.factories import make_owner
 HTML = '{% extends "_layout.html" %}{% block content %}<p>Bonjour {{ userName }}</p>{% endblock %}'
 
 
+@pytest.mark.commits
 def test_override_row_wins_over_the_file_template(container, outbox) -> None:
     save_template_override(
         container, "email-verification", "Bienvenue {{ userName }}", HTML, "Bonjour {{ userName }}"
@@ -26,6 +27,7 @@ def test_override_row_wins_over_the_file_template(container, outbox) -> None:
     assert untouched.subject == "Reset your password"
 
 
+@pytest.mark.commits
 def test_override_html_is_autoescaped_too(container, outbox) -> None:
     save_template_override(container, "email-verification", None, HTML, None)
     container.notifications.send_email(
@@ -36,6 +38,7 @@ def test_override_html_is_autoescaped_too(container, outbox) -> None:
     assert message.subject == "Verify your email address"  # parts not given keep the file's source
 
 
+@pytest.mark.commits
 def test_parts_not_given_keep_the_file_source(container, session) -> None:
     save_template_override(container, "password-reset", "New subject", None, None)
     row = session.scalars(select(EmailTemplate).where(EmailTemplate.key == "password-reset")).one()
@@ -44,6 +47,7 @@ def test_parts_not_given_keep_the_file_source(container, session) -> None:
     assert row.text_body == file_source("password-reset", "text")
 
 
+@pytest.mark.commits
 def test_saving_twice_replaces_the_row(container, session) -> None:
     save_template_override(container, "password-reset", "One", None, None)
     save_template_override(container, "password-reset", "Two", None, None)
@@ -51,6 +55,7 @@ def test_saving_twice_replaces_the_row(container, session) -> None:
     assert [(r.key, r.subject) for r in rows] == [("password-reset", "Two")]
 
 
+@pytest.mark.commits
 def test_syntax_error_is_refused_at_save_with_the_line_number(container, session) -> None:
     text = "Hello {{ userName }}\n\n{% if resetUrl %}\n{{ resetUrl }\n{% endif %}\n"
     with pytest.raises(ValidationError) as err:
@@ -68,6 +73,7 @@ def test_override_that_fails_to_render_is_refused(container) -> None:
         save_template_override(container, "welcome", "Hi", None, None)
 
 
+@pytest.mark.commits
 def test_save_with_a_unit_of_work_leaves_the_commit_to_the_caller(container, session) -> None:
     with container.uow() as uow:
         save_template_override(uow, "password-reset", "Uncommitted", None, None)
@@ -78,6 +84,7 @@ def test_save_with_a_unit_of_work_leaves_the_commit_to_the_caller(container, ses
     assert session.scalars(select(EmailTemplate.subject)).all() == ["Committed"]
 
 
+@pytest.mark.commits
 def test_list_says_which_templates_are_overridden(container) -> None:
     save_template_override(container, "refund-confirmation", "Refund: {{ contentTitle }}", None, None)
     infos = {i.key: i for i in list_email_templates(container)}
@@ -93,6 +100,7 @@ def test_list_says_which_templates_are_overridden(container) -> None:
     ]
 
 
+@pytest.mark.commits
 def test_delete_override_is_audited_and_restores_the_file(container, session, outbox) -> None:
     owner = make_owner(session, email="ops@codex.test")
     session.commit()

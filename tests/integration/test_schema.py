@@ -11,6 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from services.core import models as m
 from tests import factories as f
 
+# Real commits (constraints are checked on connections of their own): a cloned database per test.
+pytestmark = pytest.mark.commits
+
 TABLES = {
     "users",
     "sessions",

@@ -218,6 +218,7 @@ def test_upload_to_the_local_store_round_trips(cli, settings, session, make_file
     assert shown["object_exists"] is True and shown["object_size"] == 5000
 
 
+@pytest.mark.commits
 def test_rows_written_together_keep_their_own_outcomes(container, session) -> None:  # type: ignore[no-untyped-def]
     """The group commit of many-file uploads: every good row lands, a clashing one alone fails."""
     import threading

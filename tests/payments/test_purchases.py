@@ -60,6 +60,7 @@ def test_a_second_checkout_while_one_is_pending_is_a_conflict(stripe_container, 
     assert len(stripe_standin.sessions) == 1
 
 
+@pytest.mark.commits
 def test_free_content_is_granted_without_stripe_or_a_key(container, shop, session) -> None:
     # `container` has no STRIPE_SECRET_KEY at all: free content must not need one.
     result = checkout.create_checkout(container, str(shop.customer.id), str(shop.free.id))
@@ -75,6 +76,7 @@ def test_free_content_makes_no_stripe_request(stripe_container, stripe_standin, 
     assert stripe_standin.count() == 0
 
 
+@pytest.mark.commits
 def test_missing_stripe_key_writes_nothing(container, shop, session) -> None:
     with pytest.raises(ConfigurationError, match="STRIPE_SECRET_KEY is not set"):
         checkout.create_checkout(container, "jane@example.com", str(shop.content.id))
