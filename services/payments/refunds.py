@@ -174,10 +174,6 @@ def _result(
     )
 
 
-def _operator_email(container: Container, request: RefundRequest) -> str | None:
-    return container.settings.operator_email(request.operator_email)
-
-
 # ---------------------------------------------------------------------------------- entry point
 
 
@@ -210,7 +206,7 @@ def _plan(container: Container, purchase_id: uuid.UUID, request: RefundRequest) 
     now = datetime.now(UTC)
     with container.uow() as uow:
         session = uow.session
-        operator = resolve_operator(session, _operator_email(container, request))
+        operator = resolve_operator(session, container.settings.operator_email(request.operator_email))
         purchase = _check_eligible(
             _load(session, purchase_id, lock=False), purchase_id, request.override_window, now
         )
@@ -228,7 +224,7 @@ def _refund_locked(
     """The transaction: lock, check, Stripe, record, audit, commit. Returns what the email needs."""
     with container.uow() as uow:
         session = uow.session
-        operator = resolve_operator(session, _operator_email(container, request))
+        operator = resolve_operator(session, container.settings.operator_email(request.operator_email))
         purchase = _load(session, purchase_id, lock=True)
         now = datetime.now(UTC)
         purchase = _check_eligible(purchase, purchase_id, request.override_window, now)
