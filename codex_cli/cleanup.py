@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from codex_cli.common import DryRunOpt, JsonOpt, YesOpt, container, is_tty, print_json, require_confirmable
+from codex_cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    container,
+    is_tty,
+    print_json,
+    report_locked_out,
+    require_confirmable,
+)
 from services.core.units import format_bytes
 
 if TYPE_CHECKING:
@@ -117,7 +126,9 @@ def orphans(
         )
     if json_output:
         print_json({**asdict(result), "bytes_reclaimed": result.bytes_reclaimed})
-    else:
+    if result.locked_out:
+        report_locked_out("cleanup", result.lock_holder, result.lock_stale, json_output)
+    elif not json_output:
         _render_orphans(result, older_than)
     if result.aborted:
         typer.echo("Aborted; nothing was changed.", err=True)
@@ -132,9 +143,6 @@ def orphans(
 
 
 def _render_orphans(result: OrphanCleanupResult, older_than: str) -> None:
-    if result.locked_out:
-        typer.echo("Another cleanup run is in progress; nothing done.")
-        return
     if result.aborted:
         return
     listed = (
@@ -180,14 +188,16 @@ def sessions(dry_run: DryRunOpt = False, yes: YesOpt = False, json_output: JsonO
     result = cleanup_sessions(container(), dry_run=dry_run, confirm=None if yes else ask)
     if json_output:
         print_json(result)
-    elif result.locked_out:
-        typer.echo("Another session cleanup is in progress; nothing done.")
+    if result.locked_out:
+        report_locked_out("session cleanup", result.lock_holder, result.lock_stale, json_output)
+    elif json_output or result.aborted:
+        pass  # the JSON document says it all; an aborted run is reported below
     elif result.dry_run:
         typer.echo(
             f"Dry run: would delete {result.expired_sessions:,} expired sessions and "
             f"{result.expired_verification_tokens:,} expired verification tokens; nothing was changed."
         )
-    elif not result.aborted:
+    else:
         typer.echo(
             f"Deleted {result.sessions_deleted:,} expired sessions and "
             f"{result.verification_tokens_deleted:,} expired verification tokens."

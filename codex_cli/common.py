@@ -6,7 +6,7 @@ import json
 import sys
 from contextvars import ContextVar
 from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -97,6 +97,8 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(v) for v in value]
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, Enum):
@@ -106,6 +108,21 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "__fspath__"):
         return str(value)
     return value
+
+
+def report_locked_out(what: str, holder: Any, stale: bool, json_output: bool = False) -> None:
+    """A cron run found its lock held: say by whom, exit 0 while the holder is young, 4 past
+    CODEX_LOCK_MAX_AGE (a hung or forgotten run that a person has to look at). `holder` is a LockHolder."""
+    who = holder.describe() if holder is not None else "another process"
+    if stale:
+        typer.echo(
+            f"Error: the {what} lock has been held by {who}, longer than CODEX_LOCK_MAX_AGE; "
+            "check that process (it may be hung) and end it, then rerun.",
+            err=True,
+        )
+        raise typer.Exit(4)
+    if not json_output:
+        typer.echo(f"Another {what} run is in progress ({who}); nothing done.")
 
 
 def print_json(value: Any) -> None:

@@ -17,7 +17,7 @@ def _target() -> tuple[str, bool]:
     from services.core.masking import mask_url
 
     c = container()
-    return mask_url(c.database_url), c.settings.embedded_database
+    return mask_url(c.migration_url), c.settings.embedded_database
 
 
 @app.command()
@@ -32,7 +32,7 @@ def migrate(
     if sql:
         typer.echo(migrations.offline_sql("offline", to=to))
         return
-    result = migrations.migrate(container().engine, to=to)
+    result = migrations.migrate(container().migration_engine, to=to)
     target, embedded = _target()
     if json_output:
         print_json({**result.__dict__, "database": target, "embedded": embedded})
@@ -50,7 +50,7 @@ def status(json_output: JsonOpt = False) -> None:
     """Show the current revision, the head and pending migrations of the target database."""
     from services.adapters import migrations
 
-    st = migrations.get_status(container().engine)
+    st = migrations.get_status(container().migration_engine)
     target, embedded = _target()
     if json_output:
         print_json(
@@ -87,7 +87,7 @@ def downgrade(
     target, _ = _target()
     migrations.offline_sql("offline", to="head")  # fail fast on a broken script directory
     confirm(f"Downgrade {target} to {revision}? Data in dropped tables is lost.", yes)
-    result = migrations.downgrade(c.engine, revision)
+    result = migrations.downgrade(c.migration_engine, revision)
     if not result.applied:
         typer.echo(f"Already at revision {result.after or 'base'}; nothing to do.")
         return
@@ -101,7 +101,7 @@ def check(json_output: JsonOpt = False) -> None:
     """Compare the models with the live database; exit 4 when they drift."""
     from services.adapters import migrations
 
-    diffs = migrations.check_drift(container().engine)
+    diffs = migrations.check_drift(container().migration_engine)
     if json_output:
         print_json({"drift": diffs, "clean": not diffs})
     elif diffs:

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from codex_cli.common import DryRunOpt, JsonOpt, container, err_console, is_tty, print_json, print_table
+from codex_cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    container,
+    err_console,
+    is_tty,
+    print_json,
+    print_table,
+    report_locked_out,
+)
 
 
 def reconcile(
@@ -33,6 +42,8 @@ def reconcile(
             {
                 "dry_run": report.dry_run,
                 "locked_out": report.locked_out,
+                "lock_holder": report.lock_holder,
+                "lock_stale": report.lock_stale,
                 "window_start": report.window_start,
                 "checked_purchases": report.checked_purchases,
                 "listed_sessions": report.listed_sessions,
@@ -44,9 +55,9 @@ def reconcile(
                 "emails_failed": report.emails_failed,
             }
         )
-    elif report.locked_out:
-        typer.echo("Another reconcile run is in progress; nothing done.")
-    else:
+    if report.locked_out:
+        report_locked_out("reconcile", report.lock_holder, report.lock_stale, json_output)
+    elif not json_output:
         _render(report, verbose)
     if report.needs_attention:
         raise typer.Exit(4)

@@ -33,9 +33,28 @@ class Container:
 
     @cached_property
     def engine(self) -> Engine:
+        """The engine every service uses; safe behind a transaction-mode pooler (see make_engine)."""
         from services.adapters.db import make_engine
 
-        return make_engine(self.database_url)
+        return make_engine(self.database_url, prepare=self.settings.embedded_database)
+
+    @property
+    def migration_url(self) -> str:
+        """DATABASE_URL_UNPOOLED when set (Neon's direct URL), else the one database URL."""
+        from services.adapters.db import normalize_url
+
+        if self.settings.database_url_unpooled:
+            return normalize_url(self.settings.database_url_unpooled)
+        return self.database_url
+
+    @cached_property
+    def migration_engine(self) -> Engine:
+        """The engine `codex db` uses: a direct connection when DATABASE_URL_UNPOOLED is set."""
+        from services.adapters.db import make_engine
+
+        if not self.settings.database_url_unpooled:
+            return self.engine
+        return make_engine(self.migration_url)
 
     @cached_property
     def _session_factory(self) -> sessionmaker:
@@ -73,5 +92,6 @@ class Container:
         return build_stripe_gateway(self.settings)
 
     def close(self) -> None:
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        for name in ("migration_engine", "engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose()

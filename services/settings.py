@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 
 DEFAULT_APP_URL = "http://localhost:5173"
@@ -31,6 +32,7 @@ class Settings:
 
     codex_home: Path
     database_url: str = ""
+    database_url_unpooled: str = ""
     r2_account_id: str = ""
     r2_access_key_id: str = ""
     r2_secret_access_key: str = ""
@@ -46,6 +48,7 @@ class Settings:
     email_from_name: str = "Codex"
     app_url: str = DEFAULT_APP_URL
     codex_operator_email: str = ""
+    codex_lock_max_age: str = "1h"
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
@@ -71,6 +74,21 @@ class Settings:
         The one place this choice is made; `services.core.lookup.resolve_operator` checks the user."""
         return by or self.codex_operator_email or None
 
+    def lock_max_age(self) -> timedelta:
+        """CODEX_LOCK_MAX_AGE: how long a cron run may hold its lock before a person should look."""
+        from services.core.durations import parse_duration
+        from services.core.errors import ConfigurationError, ValidationError
+
+        try:
+            return parse_duration(self.codex_lock_max_age)
+        except ValidationError as exc:
+            raise ConfigurationError(f"CODEX_LOCK_MAX_AGE: {exc}") from None
+
+    @property
+    def migration_url(self) -> str:
+        """The URL migrations use: DATABASE_URL_UNPOOLED (Neon's direct URL) when set, else DATABASE_URL."""
+        return self.database_url_unpooled or self.database_url
+
     @property
     def embedded_database(self) -> bool:
         return not self.database_url
@@ -94,7 +112,7 @@ class Settings:
             shown = str(value)
             if f.name in SECRET_FIELDS:
                 shown = mask_secret(shown)
-            elif f.name == "database_url":
+            elif f.name in ("database_url", "database_url_unpooled"):
                 shown = mask_url(shown)
             if f.name == "codex_home":
                 source = "set" if os.environ.get("CODEX_HOME") else "default"

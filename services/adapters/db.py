@@ -74,10 +74,18 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, prepare: bool = False) -> Engine:
+    """An engine on `url`. Server-side prepared statements stay off unless `prepare` (a direct
+    connection we started ourselves): behind a transaction-mode pooler such as Neon's PgBouncer the
+    next transaction may run on another server connection, where psycopg's prepared statement (made
+    after 5 uses) "does not exist" or "already exists". Off, every query is a plain extended-protocol
+    query that any pooler passes through."""
     from sqlalchemy import create_engine
 
-    return create_engine(normalize_url(url), pool_pre_ping=False, pool_size=5, max_overflow=10)
+    connect_args = {} if prepare else {"prepare_threshold": None}
+    return create_engine(
+        normalize_url(url), pool_pre_ping=False, pool_size=5, max_overflow=10, connect_args=connect_args
+    )
 
 
 def make_session_factory(engine: Engine) -> Any:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
-from services.adapters.locks import advisory_lock
+from services.adapters.locks import LockHolder, run_lock
 from services.core.audit import record_audit
 from services.core.errors import Conflict, ValidationError
 from services.core.r2keys import classify_key
@@ -98,6 +98,8 @@ class OrphanCleanupResult:
     cutoff: datetime
     bucket: str
     locked_out: bool = False
+    lock_holder: LockHolder | None = None
+    lock_stale: bool = False  # held past CODEX_LOCK_MAX_AGE: a person should look
     aborted: bool = False
     keys_listed: int = 0
     keys_checked: int = 0
@@ -204,9 +206,9 @@ def cleanup_orphans(
         finally:
             run.close()
         return result
-    with advisory_lock(container.engine, ORPHANS_LOCK) as acquired:
-        if not acquired:
-            result.locked_out = True
+    with run_lock(container.engine, ORPHANS_LOCK, container.settings.lock_max_age()) as lock:
+        if not lock.acquired:
+            result.locked_out, result.lock_holder, result.lock_stale = True, lock.holder, lock.stale
             return result
         try:
             if confirm is None:

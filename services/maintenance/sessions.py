@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from services.adapters.locks import advisory_lock
+from services.adapters.locks import LockHolder, run_lock
 from services.maintenance.orphans import ACTOR, audit_run
 
 if TYPE_CHECKING:
@@ -25,6 +25,8 @@ class SessionCleanupResult:
     dry_run: bool
     now: datetime
     locked_out: bool = False
+    lock_holder: LockHolder | None = None
+    lock_stale: bool = False  # held past CODEX_LOCK_MAX_AGE: a person should look
     aborted: bool = False
     expired_sessions: int = 0
     expired_verification_tokens: int = 0
@@ -64,9 +66,9 @@ def cleanup_sessions(
     if dry_run:
         count()
         return result
-    with advisory_lock(container.engine, SESSIONS_LOCK) as acquired:
-        if not acquired:
-            result.locked_out = True
+    with run_lock(container.engine, SESSIONS_LOCK, container.settings.lock_max_age()) as lock:
+        if not lock.acquired:
+            result.locked_out, result.lock_holder, result.lock_stale = True, lock.holder, lock.stale
             return result
         count()
         if confirm is not None and not confirm(result):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from services.adapters.locks import advisory_lock
+from services.adapters.locks import LockHolder, run_lock
 from services.core.audit import record_audit
 from services.core.errors import ExternalServiceError
 from services.core.models import ContentPurchase, PurchaseStatus
@@ -46,6 +46,8 @@ class ReconcileReport:
     cutoff: datetime
     dry_run: bool
     locked_out: bool = False
+    lock_holder: LockHolder | None = None
+    lock_stale: bool = False  # held past CODEX_LOCK_MAX_AGE: a person should look
     checked_purchases: int = 0
     listed_sessions: int = 0
     listed_refunds: int = 0
@@ -67,7 +69,7 @@ class ReconcileReport:
 
     @property
     def needs_attention(self) -> bool:
-        return bool(self.unresolved)
+        return bool(self.unresolved) or self.lock_stale
 
 
 @dataclass
@@ -90,9 +92,9 @@ def reconcile_purchases(
     """Find and fix drift between purchases and Stripe; see the module docstring for the request budget."""
     now = now or datetime.now(UTC)
     report = ReconcileReport(window_start=now - since, cutoff=now - min_age, dry_run=dry_run)
-    with advisory_lock(container.engine, LOCK_NAME) as acquired:
-        if not acquired:
-            report.locked_out = True
+    with run_lock(container.engine, LOCK_NAME, container.settings.lock_max_age()) as lock:
+        if not lock.acquired:
+            report.locked_out, report.lock_holder, report.lock_stale = True, lock.holder, lock.stale
             return report
         _run(container, report, limit, on_progress or (lambda _msg: None))
     return report

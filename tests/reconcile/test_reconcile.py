@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
 
-from services.adapters.locks import advisory_lock
+from services.adapters.locks import run_lock
 from services.core import models as m
 from tests import factories as f
 
@@ -201,11 +203,12 @@ def test_a_second_run_at_the_same_time_exits_0(session, stripe_standin, stripe_c
     paid = _pending(session, stripe_standin)
     session.commit()
     stripe_standin.mark_paid(paid.stripe_checkout_session_id)
-    with advisory_lock(container.engine, "codex-reconcile") as held:
-        assert held
+    with run_lock(container.engine, "codex-reconcile", timedelta(hours=1)) as held:
+        assert held.acquired
         result = stripe_cli("reconcile")
     assert result.exit_code == 0
     assert "Another reconcile run is in progress" in result.stdout
+    assert f"(pid {os.getpid()} on {socket.gethostname()} since " in result.stdout
     assert _status(session, paid) == "pending"
 
 
