@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.settings import Settings
-from tests.pg import TestPostgres
+from tests.pg import PGBOUNCER_PACKAGE, TestPgBouncer, TestPostgres, find_pgbouncer
 
 # Stand-in fixtures live one module per outside system.
 pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.stripe", "tests.fixtures.email"]
@@ -21,6 +21,7 @@ pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.stripe", "tests.fixtures.
 CODEX_ENV = [
     "CODEX_HOME",
     "DATABASE_URL",
+    "DATABASE_URL_UNPOOLED",
     "R2_ACCOUNT_ID",
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
@@ -36,7 +37,28 @@ CODEX_ENV = [
     "EMAIL_FROM_NAME",
     "APP_URL",
     "CODEX_OPERATOR_EMAIL",
+    "CODEX_LOCK_MAX_AGE",
 ]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temp dir of this run's own. pytest's default (`$TMPDIR/pytest-of-USER/pytest-N`, the
+    last three kept) lets a second suite running on the machine delete the first one's directories,
+    its PostgreSQL data directory among them, mid-run."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="codex-tests-")
+        config._codex_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = getattr(config, "_codex_basetemp", None)
+    if made:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +66,36 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> TestPostgres:
     server = TestPostgres(tmp_path_factory.mktemp("pg"))
     server.create_template()
     return server
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg: TestPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestPgBouncer]:
+    """PgBouncer in transaction mode in front of `pg`: skipped when the binary is missing, except
+    under CI=true, where a missing PgBouncer fails the pooled tests instead of hiding them."""
+    binary = find_pgbouncer()
+    if binary is None:
+        message = (
+            f"PgBouncer is not installed (Debian package `{PGBOUNCER_PACKAGE}`: "
+            f"apt-get install {PGBOUNCER_PACKAGE}); the pooled variants of these tests did not run"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    bouncer = TestPgBouncer(binary, pg, tmp_path_factory.mktemp("pgbouncer"))
+    yield bouncer
+    bouncer.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.pooled` tests run directly and through PgBouncer (ids `direct` / `pgbouncer`)."""
+    if metafunc.definition.get_closest_marker("pooled") and "db_route" in metafunc.fixturenames:
+        metafunc.parametrize("db_route", ["direct", "pgbouncer"], indirect=True)
+
+
+@pytest.fixture
+def db_route(request: pytest.FixtureRequest) -> str:
+    """How the test's settings reach its database: `direct`, or `pgbouncer` for pooled tests."""
+    return getattr(request, "param", "direct")
 
 
 # Fixtures that reach the database through a connection of their own (the CLI, listeners, containers
@@ -72,7 +124,7 @@ NO_SUCH_DATABASE = "codex_rollback_only_use_the_container_fixture"
 def _rolls_back(request: pytest.FixtureRequest) -> bool:
     """Tests that touch the database only through `container`/`session` run in one rolled-back
     transaction; `@pytest.mark.commits` (concurrency, engine-level locks) gets a cloned database."""
-    if request.node.get_closest_marker("commits") is not None:
+    if request.node.get_closest_marker("commits") or request.node.get_closest_marker("pooled"):
         return False
     names = set(request.fixturenames)
     return bool(names & {"container", "session"}) and not names & OWN_CONNECTION_FIXTURES
@@ -98,15 +150,25 @@ def db_name(request: pytest.FixtureRequest, pg: TestPostgres) -> Iterator[str]:
     pg.drop(name)
 
 
-@pytest.fixture
-def db_url(pg: TestPostgres, db_name: str) -> str:
+def _route(request: pytest.FixtureRequest, pg: TestPostgres, db_name: str, db_route: str) -> str:
+    if db_route == "pgbouncer":
+        return request.getfixturevalue("pgbouncer").sqlalchemy_url(db_name)  # type: ignore[no-any-return]
     return pg.sqlalchemy_url(db_name)
 
 
 @pytest.fixture
-def settings(tmp_path: Path, pg: TestPostgres, db_name: str) -> Settings:
-    """Settings for one test: its own database and CODEX_HOME; nothing external configured."""
-    return Settings(codex_home=tmp_path / "codex-home", database_url=pg.sqlalchemy_url(db_name))
+def db_url(request: pytest.FixtureRequest, pg: TestPostgres, db_name: str, db_route: str) -> str:
+    return _route(request, pg, db_name, db_route)
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, pg: TestPostgres, db_name: str, db_route: str
+) -> Settings:
+    """Settings for one test: its own database (directly or through PgBouncer) and CODEX_HOME;
+    nothing external configured."""
+    url = _route(request, pg, db_name, db_route)
+    return Settings(codex_home=tmp_path / "codex-home", database_url=url)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import threading
 from dataclasses import replace
 
+import pytest
 from sqlalchemy import select
 
 from services.access.entitlements import has_access
@@ -210,6 +211,7 @@ def test_rerun_after_a_crash_with_another_reason_says_how_to_recover(
     assert len(world.standin.refunds()) == 1 and world.reload(purchase).refunded_at is None
 
 
+@pytest.mark.pooled
 def test_two_refunds_at_the_same_moment_refund_once(world, stripe_settings) -> None:
     purchase = world.paid_purchase()
     # Stripe answers slowly, so the first refund holds the row lock while the second one arrives.
