@@ -31,7 +31,7 @@ METADATA_MAX_VALUE_CHARS = 500
 CHECKOUT_MAX_AMOUNT = 99_999_999
 MAX_EVENT_TYPES = 20
 
-# Stripe's "Minimum and maximum charge amounts" (docs.stripe.com/currencies#minimum-and-maximum-charge-amounts),
+# Stripe's "Minimum and maximum charge amounts" (docs.stripe.com/currencies),
 # in the smallest unit as the API takes it (JPY is zero-decimal; HUF is sent with two decimals).
 # Other currencies: the equivalent of USD 0.50, which Stripe converts itself; the stand-in uses 50.
 CHECKOUT_MINIMUMS = {
@@ -60,7 +60,24 @@ CHECKOUT_MINIMUMS = {
     "sgd": 50,
     "thb": 1000,
 }
-ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
+ZERO_DECIMAL = {
+    "bif",
+    "clp",
+    "djf",
+    "gnf",
+    "jpy",
+    "kmf",
+    "krw",
+    "mga",
+    "pyg",
+    "rwf",
+    "ugx",
+    "vnd",
+    "vuv",
+    "xaf",
+    "xof",
+    "xpf",
+}
 
 REFERENCE = Path("/work/shared/reference/stripe")
 _INT = re.compile(r"-?\d+")
@@ -187,8 +204,6 @@ def _check(value: Any, schema: tuple[Any, ...], param: str) -> None:
             raise _type_error(param, value, schema)
         for key, item in value.items():
             _check(item, schema[1], f"{param}[{key}]")
-        if param.endswith("metadata"):
-            check_metadata(value, param)
         return
     if kind == "any":
         if not isinstance(value, dict | str):
@@ -207,9 +222,7 @@ def _check(value: Any, schema: tuple[Any, ...], param: str) -> None:
     if kind == "number" and not _FLOAT.fullmatch(value):
         raise ContractError(f"Invalid decimal: {value}", param=param, code="parameter_invalid_integer")
     if kind == "boolean" and value not in ("true", "false"):
-        raise ContractError(
-            f"Invalid boolean: {value}", param=param, code="parameter_invalid_string_blank"
-        )
+        raise ContractError(f"Invalid boolean: {value}", param=param, code="parameter_invalid_string_blank")
 
 
 def _check_object(value: dict[str, Any], cls: type, prefix: str) -> None:
@@ -225,6 +238,8 @@ def _check_object(value: dict[str, Any], cls: type, prefix: str) -> None:
                 raise ContractError(f"Missing required param: {name}.", param=name, code="parameter_missing")
             continue
         _check(value[key], schema, name)
+        if key == "metadata" and isinstance(value[key], dict):
+            check_metadata(value[key], name)
 
 
 def _enum_error(param: str, value: Any, allowed: frozenset[Any]) -> ContractError:
@@ -333,7 +348,9 @@ def validate_request(method: str, path: str, params: dict[str, Any]) -> None:
     if route == "/v1/events" and method == "GET":
         if "type" in params and "types" in params:
             raise ContractError(
-                "You may pass either `type` or `types`, but not both.", param="types", code="parameters_exclusive"
+                "You may pass either `type` or `types`, but not both.",
+                param="types",
+                code="parameters_exclusive",
             )
         if len(params.get("types") or []) > MAX_EVENT_TYPES:
             raise ContractError(
@@ -373,7 +390,9 @@ def _checkout_rules(params: dict[str, Any]) -> None:
                 code="parameter_missing",
             )
         if price is None:
-            raise ContractError(f"No such price: '{item['price']}'", param=f"{name}[price]", code="resource_missing")
+            raise ContractError(
+                f"No such price: '{item['price']}'", param=f"{name}[price]", code="resource_missing"
+            )
         if not price.get("product") and not price.get("product_data"):
             raise ContractError(
                 "You must specify either `product` or `product_data` when creating a price.",
@@ -397,7 +416,9 @@ def _checkout_rules(params: dict[str, Any]) -> None:
         this = str(price["currency"]).lower()
         if currency is not None and this != currency:
             raise ContractError(
-                "All line items must use the same currency.", param=f"{name}[price_data][currency]", code="parameter_invalid"
+                "All line items must use the same currency.",
+                param=f"{name}[price_data][currency]",
+                code="parameter_invalid",
             )
         currency = this
     if currency is None:
