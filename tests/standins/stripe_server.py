@@ -638,6 +638,8 @@ class StripeStandin:
                             type_="idempotency_error",
                         )
                         return 400, err.body, {}
+                    if fault is not None:
+                        return _fault_response(fault)
                     return s_status, s_body, {"Idempotent-Replayed": "true"}
             try:
                 status, body = 200, self._route(method, path, params)
