@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from services.core.checkout_limits import check_checkout_price
 from services.core.errors import Conflict, NotFound
 from services.core.masking import mask_email
 from services.core.models import LIVE_PURCHASE, Content, ContentPurchase, ContentStatus, PurchaseStatus
@@ -68,6 +69,8 @@ def create_checkout(container: Container, customer_ref: str, content_id: str) ->
             raise NotFound(f"{NOT_AVAILABLE}.")
         if live_purchase(db, customer.id, content.id) is not None:
             raise Conflict(f"{ALREADY_PURCHASED}.")
+        # A price set before the rule existed: Stripe would refuse the session, so refuse it here.
+        check_checkout_price(content.price_cents, content.currency or "usd")
         free = content.price_cents == 0
         # Check the configuration before writing anything: a missing key must not leave a pending row.
         gateway = None if free else container.stripe
