@@ -58,12 +58,17 @@ def create_checkout(container: Container, customer_ref: str, content_id: str) ->
     with container.uow() as uow:
         db = uow.session
         customer = resolve_user(db, customer_ref)
+        # FOR SHARE until the pending purchase is committed: `codex content delete` (FOR UPDATE) either
+        # runs first, and this finds the content gone, or waits and then sees the pending purchase.
         content = db.scalars(
-            select(Content).where(
+            select(Content)
+            .where(
                 Content.id == content_uuid,
                 Content.status == ContentStatus.published,
                 Content.deleted_at.is_(None),
             )
+            .with_for_update(read=True)
+            .execution_options(populate_existing=True)
         ).first()
         if content is None:
             raise NotFound(f"{NOT_AVAILABLE}.")

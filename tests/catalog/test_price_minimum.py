@@ -8,13 +8,31 @@ import pytest
 from sqlalchemy import select
 
 from services.core import models as m
-from tests.catalog.test_content_rules import DESCRIPTION, OWNER, ccli, world  # noqa: F401 - fixtures
+from tests import factories as f
+
+OWNER = "owner@example.com"
+DESCRIPTION = "A long enough description."
 
 
-def _create(ccli, world, price: str, currency: str = "usd"):  # type: ignore[no-untyped-def]  # noqa: F811
+@pytest.fixture
+def world(session):  # type: ignore[no-untyped-def]
+    f.make_owner(session, email=OWNER)
+    org = f.make_org(session, slug="studio")
+    world = {"org": org, "media": f.make_media(session, org)}
+    session.commit()
+    return world
+
+
+@pytest.fixture
+def ccli(cli):  # type: ignore[no-untyped-def]
+    return cli.with_settings(codex_operator_email=OWNER)
+
+
+def _create(ccli, world, price: str, currency: str = "usd"):  # type: ignore[no-untyped-def]
     return ccli(
-        "content", "create", "--org", "studio", "--media", str(world["media"].id), "--title", "Morning Session",
-        "--description", DESCRIPTION, "--price-cents", price, "--currency", currency, "--json",
+        "content", "create", "--org", "studio", "--media", str(world["media"].id),
+        "--title", "Morning Session", "--description", DESCRIPTION,
+        "--price-cents", price, "--currency", currency, "--json",
     )  # fmt: skip
 
 
@@ -24,7 +42,7 @@ def _create(ccli, world, price: str, currency: str = "usd"):  # type: ignore[no-
 )
 def test_a_price_under_the_checkout_minimum_is_refused_naming_it(
     ccli, world, session, price, currency, minimum
-) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+) -> None:  # type: ignore[no-untyped-def]
     result = _create(ccli, world, price, currency)
     assert result.exit_code == 2, result.output
     assert minimum in result.stderr and "Checkout" in result.stderr
@@ -32,13 +50,13 @@ def test_a_price_under_the_checkout_minimum_is_refused_naming_it(
 
 
 @pytest.mark.parametrize(("price", "currency"), [("0", "usd"), ("50", "usd"), ("30", "gbp"), ("50", "jpy")])
-def test_free_and_the_minimum_itself_are_accepted(ccli, world, price, currency) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_free_and_the_minimum_itself_are_accepted(ccli, world, price, currency) -> None:  # type: ignore[no-untyped-def]
     result = _create(ccli, world, price, currency)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["price_cents"] == int(price)
 
 
-def test_update_checks_the_price_against_the_resulting_currency(ccli, world, session) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_update_checks_the_price_against_the_resulting_currency(ccli, world, session) -> None:  # type: ignore[no-untyped-def]
     slug = json.loads(_create(ccli, world, "999").stdout)["slug"]
     low = ccli("content", "update", slug, "--org", "studio", "--price-cents", "30")
     assert low.exit_code == 2 and "$0.50" in low.stderr, low.output
