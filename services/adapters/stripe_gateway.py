@@ -382,8 +382,8 @@ class StripeGateway:
     def _failure_detail(self, exc: stripe.StripeError, network: Exception | None) -> str:
         """A few words on the failure, never the SDK's multi-line text."""
         if exc.http_status:
-            body = exc.json_body if isinstance(exc.json_body, dict) else {}
-            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            body: dict[str, Any] = exc.json_body if isinstance(exc.json_body, dict) else {}
+            error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
             said = " ".join(str(error.get("message") or "").split())[:200]
             return f"HTTP {exc.http_status}: {self._scrub(said)}" if said else f"HTTP {exc.http_status}"
         if network is not None and _never_sent(network):

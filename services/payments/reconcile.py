@@ -227,7 +227,7 @@ def _fix(
         return
     with container.uow() as uow:
         outcome = apply(uow.session, stripe_session)
-        changed = outcome.action in ("completed", "failed")
+        changed = outcome.action in ("completed", "failed", "refunded_before_completion")
         if changed:
             record_audit(
                 uow.session,
