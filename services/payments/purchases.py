@@ -441,7 +441,8 @@ def _remember(db: Session, obj: dict[str, Any], payment_intent: str) -> None:
     elif obj.get("id"):
         rows.append(_refund_row(obj, payment_intent))
     for values in rows:
-        stmt = insert(StripeRefund).values(**values)
+        # clock_timestamp: two refunds first seen in one transaction still keep the order they came in.
+        stmt = insert(StripeRefund).values(**values, created_at=func.clock_timestamp())
         excluded = stmt.excluded
         db.execute(
             stmt.on_conflict_do_update(
