@@ -326,7 +326,7 @@ def _refunds(container: Container, report: ReconcileReport) -> None:
             )
         ).all()
     for purchase_id, intent, price, received, refunded_at in rows:
-        listed = by_intent[intent]
+        listed = by_intent[str(intent)]
         latest = listed[-1]
         if report.dry_run:
             paid = received if received is not None else price
