@@ -8,8 +8,8 @@ of the types come the limits Stripe documents outside its spec (metadata: 50 key
 enforces (a price needs `product` or `product_data`; a refund needs `payment_intent` or `charge`).
 Every failure is raised as a ContractError carrying Stripe's 400 error shape.
 
-Response objects are built from Stripe's own example objects (`shared/reference/stripe/fixtures3`),
-restricted to the spec's top-level properties, nullable fields null.
+Response objects are built from Stripe's own example objects (fixtures3), restricted to the spec's
+top-level properties, nullable fields null (`stripe_shapes.json`, derived from shared/reference/stripe).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ ZERO_DECIMAL = {
     "xpf",
 }
 
-REFERENCE = Path("/work/shared/reference/stripe")
+SHAPES = Path(__file__).with_name("stripe_shapes.json")
 _INT = re.compile(r"-?\d+")
 _FLOAT = re.compile(r"-?\d+(\.\d+)?")
 
@@ -443,10 +443,10 @@ def _checkout_rules(params: dict[str, Any]) -> None:
 
 
 @cache
-def _reference() -> tuple[dict[str, Any], dict[str, Any]]:
-    spec = json.loads((REFERENCE / "spec3.subset.json").read_text())["components"]["schemas"]
-    fixtures = json.loads((REFERENCE / "fixtures3.subset.json").read_text())["resources"]
-    return spec, fixtures
+def _reference() -> dict[str, Any]:
+    # Derived from shared/reference/stripe (spec3 subset: property names and nullable flags; fixtures3:
+    # example objects), kept in the repository so a clean clone runs the suite.
+    return json.loads(SHAPES.read_text())["resources"]
 
 
 # Expandable lists Stripe stopped embedding (charge.refunds since 2022-11-15): absent unless expanded.
@@ -455,14 +455,15 @@ _NOT_EMBEDDED = {"charge": {"refunds"}}
 
 def shaped(kind: str, **fields: Any) -> dict[str, Any]:
     """An object of `kind` like Stripe's example: every spec property, nullable ones null, `fields` set."""
-    spec, fixtures = _reference()
-    props = spec[kind]["properties"]
-    example = fixtures.get(kind, {})
+    resource = _reference()[kind]
+    props = set(resource["properties"])
+    nullable = set(resource["nullable"])
+    example = resource["example"]
     obj: dict[str, Any] = {}
-    for name, prop in props.items():
+    for name in resource["properties"]:
         if name in _NOT_EMBEDDED.get(kind, set()):
             continue
-        obj[name] = None if prop.get("nullable") else json.loads(json.dumps(example.get(name)))
+        obj[name] = None if name in nullable else json.loads(json.dumps(example.get(name)))
     for name, value in fields.items():
         if name not in props and not name.startswith("_"):
             raise KeyError(f"{kind} has no property {name!r} in Stripe's spec")
