@@ -84,7 +84,8 @@ def listen(
 @app.command()
 def events(
     status: Annotated[
-        str | None, typer.Option("--status", help="received, processed, ignored or failed.")
+        str | None,
+        typer.Option("--status", help="received, processed, ignored, failed or failed_permanently."),
     ] = None,
     type: Annotated[
         str | None, typer.Option("--type", help="Stripe event type, e.g. checkout.session.completed.")

@@ -59,7 +59,16 @@ class StripeError(ExternalServiceError):
 
 
 class StripeUnavailable(StripeError):
-    """Stripe kept failing (429, 5xx, network) after every retry; trying again later may work."""
+    """Stripe kept failing (429, 5xx, network) after every retry; trying again later may work.
+
+    `may_have_succeeded`: the request reached Stripe and the answer was lost or a 5xx (or a read timed
+    out), so a write may have been carried out; False when it was never sent (connection refused,
+    connect timeout) or Stripe said it did not process it (429).
+    """
+
+    def __init__(self, message: str, *, may_have_succeeded: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.may_have_succeeded = may_have_succeeded
 
 
 # Which SDK errors we expect and what they mean; anything else is a bug and re-raises.
@@ -88,6 +97,17 @@ class _HTTPClient(stripe.RequestsClient):
         headers = response[2] if response is not None else None
         self._thread_local.retry_after = _retry_after(headers)
         return super()._should_retry(response, api_connection_error, num_retries, max_network_retries)
+
+    def _handle_request_error(self, e: Exception) -> Any:
+        # Remember what went wrong on the wire: the SDK's own text is four lines for a person.
+        self._thread_local.network_error = e
+        return super()._handle_request_error(e)
+
+    def last_network_error(self) -> Exception | None:
+        return getattr(self._thread_local, "network_error", None)
+
+    def clear_network_error(self) -> None:
+        self._thread_local.network_error = None
 
     def _sleep_time_seconds(self, num_retries: int) -> float:
         retry_after = getattr(self._thread_local, "retry_after", None)
@@ -151,12 +171,13 @@ class StripeGateway:
         self._base_delay = base_delay
         self._sleep = sleep
         self.api_base = (api_base or stripe.DEFAULT_API_BASE).rstrip("/")
+        self._http = _HTTPClient(base_delay=base_delay, timeout=timeout)
         self._client = stripe.StripeClient(
             api_key,
             stripe_version=STRIPE_API_VERSION,
             base_addresses={"api": self.api_base},
             max_network_retries=sdk_retries,
-            http_client=_HTTPClient(base_delay=base_delay, timeout=timeout),
+            http_client=self._http,
         )
 
     # --- checkout sessions ---
@@ -206,7 +227,8 @@ class StripeGateway:
         }
         session = self._call(
             "creating a checkout session",
-            lambda: self._client.v1.checkout.sessions.create(
+            write=True,
+            fn=lambda: self._client.v1.checkout.sessions.create(
                 params=params, options={"idempotency_key": idempotency_key}
             ),
         )
@@ -259,7 +281,8 @@ class StripeGateway:
             params["amount"] = int(amount)
         refund = self._call(
             "creating a refund",
-            lambda: self._client.v1.refunds.create(
+            write=True,
+            fn=lambda: self._client.v1.refunds.create(
                 params=params, options={"idempotency_key": idempotency_key}
             ),
         )
@@ -316,9 +339,13 @@ class StripeGateway:
                 return
             query["starting_after"] = items[-1]["id"]
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], write: bool = False) -> T:
         last: stripe.StripeError | None = None
+        reached = False  # did any attempt reach Stripe (so a write may have happened)?
+        attempts = 0
         for attempt in range(1, self._attempts + 1):
+            attempts = attempt
+            self._http.clear_network_error()
             try:
                 return fn()
             except stripe.StripeError as exc:
@@ -330,6 +357,10 @@ class StripeGateway:
                 if not retryable:
                     raise self._error(what, exc, kind) from None
                 last = exc
+                not_sent = kind == "connection" and _never_sent(self._http.last_network_error())
+                reached = reached or (kind == "api" or (kind == "connection" and not not_sent))
+                if not_sent:
+                    break  # nothing listens there: the SDK's own retries already tried again
                 if attempt < self._attempts:
                     delay = _retry_after(getattr(exc, "headers", None))
                     if delay is None:
@@ -337,16 +368,29 @@ class StripeGateway:
                     self._sleep(delay)
         assert last is not None
         kind, _ = _classify(last)
-        message = self._scrub(last.user_message or type(last).__name__)
-        status = f"HTTP {last.http_status}" if last.http_status else "no response"
+        detail = self._failure_detail(last, self._http.last_network_error())
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
         raise StripeUnavailable(
-            f"Stripe is unreachable ({status}: {message}) after {self._attempts} attempts while {what}; "
-            "try again later.",
-            stripe_message=message,
+            f"Stripe is unreachable ({detail}){tries} while {what}; try again later.",
+            stripe_message=detail,
             kind=kind or "api",
             http_status=last.http_status,
             code=getattr(last, "code", None),
+            may_have_succeeded=write and reached,
         ) from None
+
+    def _failure_detail(self, exc: stripe.StripeError, network: Exception | None) -> str:
+        """A few words on the failure, never the SDK's multi-line text."""
+        if exc.http_status:
+            body: dict[str, Any] = exc.json_body if isinstance(exc.json_body, dict) else {}
+            error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+            said = " ".join(str(error.get("message") or "").split())[:200]
+            return f"HTTP {exc.http_status}: {self._scrub(said)}" if said else f"HTTP {exc.http_status}"
+        if network is not None and _never_sent(network):
+            return f"cannot connect to {self.api_base}"
+        if network is not None and "Timeout" in type(network).__name__:
+            return f"no answer from {self.api_base} in time"
+        return f"connection to {self.api_base} failed"
 
     def _error(self, what: str, exc: stripe.StripeError, kind: str) -> StripeError:
         message = self._scrub(exc.user_message or type(exc).__name__)
@@ -365,6 +409,20 @@ class StripeGateway:
     def _scrub(self, text: str) -> str:
         """Stripe echoes a masked key in some messages; make sure ours never appears in full."""
         return text.replace(self._api_key, mask_secret(self._api_key)) if self._api_key else text
+
+
+def _never_sent(error: Exception | None) -> bool:
+    """A connection that was never made: the request cannot have reached Stripe."""
+    if error is None:
+        return False
+    import requests
+
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return True
+    text = repr(error)
+    return isinstance(error, requests.exceptions.ConnectionError) and (
+        "NewConnectionError" in text or "NameResolutionError" in text or "Connection refused" in text
+    )
 
 
 def _classify(exc: stripe.StripeError) -> tuple[str | None, bool]:

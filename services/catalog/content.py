@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.catalog.seeding import slugify
 from services.core.audit import record_audit
+from services.core.checkout_limits import check_checkout_price
 from services.core.errors import Conflict, NotFound, ValidationError
 from services.core.lookup import parse_uuid, resolve_operator, resolve_org
 from services.core.models import (
@@ -296,6 +297,7 @@ def create_content(
     """A draft content item for a media item of the same organization."""
     title, description = _title(title), _description(description)
     price_cents, currency = _price(price_cents), _currency(currency)
+    check_checkout_price(price_cents, currency)
     names = _tag_names(tags or [])
     wanted_slug = _slug(slug) if slug else _slug(title, "Title")
     with container.uow() as uow:
@@ -405,6 +407,8 @@ def update_content(
             row.price_cents = changes["price_cents"] = _price(price_cents)
         if currency is not None:
             row.currency = changes["currency"] = _currency(currency)
+        if price_cents is not None or currency is not None:
+            check_checkout_price(row.price_cents, row.currency)
         if category is not None:
             category_row = _category(db, category) if category else None
             row.category_id = category_row.id if category_row else None

@@ -94,6 +94,8 @@ class StripeEventStatus(enum.StrEnum):
     processed = "processed"
     ignored = "ignored"
     failed = "failed"
+    # Can never apply (e.g. its purchaseId is not a UUID): kept for a person, answered 2xx, not retried.
+    failed_permanently = "failed_permanently"
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -420,6 +422,24 @@ class StripeEvent(Timestamps, Base):
         Index(None, "type"),
         Index(None, "received_at"),
     )
+
+
+class StripeRefund(Timestamps, Base):
+    """Refunds seen in Stripe's events and listings, per payment intent, whether or not the purchase is
+    known yet: a refund that arrives before its purchase's completion is applied when it completes, and
+    partial refunds add up. `id` is the refund id (`re_...`), or the charge id (`ch_...`) for the
+    cumulative `amount_refunded` a `charge.refunded` event carries (which names no refund)."""
+
+    __tablename__ = "stripe_refunds"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)  # refund | charge
+    payment_intent_id: Mapped[str] = mapped_column(Text, nullable=False)
+    amount_cents: Mapped[int] = mapped_column(Integer, nullable=False)
+    fully_refunded: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    status: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index(None, "payment_intent_id"),)
 
 
 class AuditLog(Timestamps, Base):

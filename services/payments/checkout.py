@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from services.core.checkout_limits import check_checkout_price
 from services.core.errors import Conflict, NotFound
 from services.core.masking import mask_email
 from services.core.models import LIVE_PURCHASE, Content, ContentPurchase, ContentStatus, PurchaseStatus
@@ -57,17 +58,24 @@ def create_checkout(container: Container, customer_ref: str, content_id: str) ->
     with container.uow() as uow:
         db = uow.session
         customer = resolve_user(db, customer_ref)
+        # FOR SHARE until the pending purchase is committed: `codex content delete` (FOR UPDATE) either
+        # runs first, and this finds the content gone, or waits and then sees the pending purchase.
         content = db.scalars(
-            select(Content).where(
+            select(Content)
+            .where(
                 Content.id == content_uuid,
                 Content.status == ContentStatus.published,
                 Content.deleted_at.is_(None),
             )
+            .with_for_update(read=True)
+            .execution_options(populate_existing=True)
         ).first()
         if content is None:
             raise NotFound(f"{NOT_AVAILABLE}.")
         if live_purchase(db, customer.id, content.id) is not None:
             raise Conflict(f"{ALREADY_PURCHASED}.")
+        # A price set before the rule existed: Stripe would refuse the session, so refuse it here.
+        check_checkout_price(content.price_cents, content.currency or "usd")
         free = content.price_cents == 0
         # Check the configuration before writing anything: a missing key must not leave a pending row.
         gateway = None if free else container.stripe

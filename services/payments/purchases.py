@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
 
 from services.core.audit import record_audit
-from services.core.errors import NotFound
-from services.core.models import Content, ContentPurchase, PurchaseStatus, User
+from services.core.errors import NotFound, ValidationError
+from services.core.models import Content, ContentPurchase, PurchaseStatus, StripeRefund, User
 from services.core.money import Money
 
 if TYPE_CHECKING:
@@ -38,6 +39,13 @@ PAID_STATUSES = ("paid", "no_payment_required")
 class PurchaseNotFoundYet(NotFound):
     """A Stripe object names a purchase id the database does not have (yet): the web app's insert may
     not be committed, so the webhook answers 5xx and Stripe retries later."""
+
+
+class UnusablePurchaseReference(ValidationError):
+    """A Stripe object's purchaseId is not a UUID (a NUL, a typo, another system's id): no purchase
+    can ever match it, so the event is stored as failed permanently instead of being retried."""
+
+    permanent = True
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,8 @@ class PurchaseOutcome:
     """What one call did to one purchase. `action` is one of:
 
     completed, already_completed, pending_unpaid, failed, already_failed, refund_recorded,
-    already_refunded, partial_refund, ignored, not_found.
+    refund_id_recorded, refunded_before_completion, already_refunded, partial_refund, ignored,
+    not_found.
     """
 
     purchase_id: str | None
@@ -74,7 +83,13 @@ class PurchaseOutcome:
 
     @property
     def changed(self) -> bool:
-        return self.action in ("completed", "failed", "refund_recorded")
+        return self.action in (
+            "completed",
+            "failed",
+            "refund_recorded",
+            "refund_id_recorded",
+            "refunded_before_completion",
+        )
 
     @property
     def newly_completed(self) -> bool:
@@ -145,6 +160,11 @@ def _purchase_for_session(db: Session, checkout_session: dict[str, Any]) -> Cont
         row = _lock_by(db, ContentPurchase.stripe_checkout_session_id == str(session_id))
         if row is not None:
             return row
+    if raw is not None and purchase_id is None:
+        raise UnusablePurchaseReference(
+            f"The purchaseId {raw[:64]!r} of checkout session {session_id} is not a UUID; "
+            "no purchase can match it."
+        )
     if raw is not None:
         raise PurchaseNotFoundYet(
             f"Purchase {raw} (checkout session {session_id}) is not in the database yet; retry later."
@@ -200,13 +220,41 @@ def complete_purchase(db: Session, checkout_session: dict[str, Any]) -> Purchase
     currency = (checkout_session.get("currency") or row.currency or "usd").lower()
     mismatch = received is not None and (received != expected or currency != row.currency)
     was = row.status.value
+    intent = _id_of(checkout_session.get("payment_intent")) or row.stripe_payment_intent_id
+    refunded_cents, fully, latest = 0, False, None
+    if intent:
+        # Serializes with a refund event of the same payment (see record_external_refund).
+        _lock_payment_intent(db, intent)
+        refunded_cents, fully, latest = _refunded_so_far(db, intent)
     row.status = PurchaseStatus.completed
-    row.stripe_payment_intent_id = (
-        _id_of(checkout_session.get("payment_intent")) or row.stripe_payment_intent_id
-    )
+    row.stripe_payment_intent_id = intent
     row.stripe_checkout_session_id = row.stripe_checkout_session_id or session_id
     row.amount_received_cents = received
     row.purchased_at = datetime.now(UTC)
+    paid = received if received is not None else expected
+    if row.refunded_at is not None or fully or (refunded_cents > 0 and refunded_cents >= paid):
+        # Stripe does not order events: the refund came first. Recorded as paid and refunded; no
+        # access, no receipt.
+        row.refunded_at = row.refunded_at or (latest.refunded_at if latest else None) or datetime.now(UTC)
+        row.stripe_refund_id = row.stripe_refund_id or (latest.id if latest else None)
+        row.refund_reason = row.refund_reason or "Refunded in Stripe before the payment was recorded"
+        record_audit(
+            db,
+            SYSTEM_ACTOR,
+            "purchase.refunded_before_completion",
+            "purchase",
+            row.id,
+            {"session_id": session_id, "payment_intent": intent, "refund_id": row.stripe_refund_id},
+        )
+        db.flush()
+        return PurchaseOutcome(
+            pid,
+            "refunded_before_completion",
+            expected_cents=expected,
+            received_cents=received,
+            detail="refunded in Stripe before the completion arrived; no access, no receipt",
+            session_id=session_id,
+        )
     if mismatch:
         record_audit(
             db,
@@ -270,45 +318,53 @@ def fail_purchase(db: Session, checkout_session: dict[str, Any]) -> PurchaseOutc
 def record_external_refund(db: Session, charge_or_refund: dict[str, Any]) -> PurchaseOutcome:
     """A refund made in Stripe (its dashboard, or `codex refund` seen again) ends access here too.
 
-    Takes a `charge` (charge.refunded) or a `refund` object. A partial refund changes nothing and is
-    reported as `partial_refund`; a repeat is `already_refunded` (filling in a missing refund id).
+    Takes a `charge` (charge.refunded: the cumulative amount, no refund id since API 2022-11-15) or a
+    `refund` object (refund.created/updated: its id and amount). Every one is remembered in
+    `stripe_refunds` per payment intent, so partial refunds add up, and a refund whose purchase is not
+    known yet (it arrived before checkout.session.completed) is applied by the completion. A partial
+    total is `partial_refund`; a repeat is `already_refunded`, or `refund_id_recorded` when it
+    brings the refund id a charge event could not.
     """
     obj = charge_or_refund
     kind = obj.get("object")
-    payment_intent = _id_of(obj.get("payment_intent"))
-    if kind == "refund":
-        if obj.get("status") not in ("succeeded", "pending"):
-            return PurchaseOutcome(None, "ignored", detail=f"refund status {obj.get('status')}")
-        refund_id: str | None = obj.get("id")
-        refunded_cents = int(obj.get("amount") or 0)
-        reason = obj.get("reason")
-        when = obj.get("created")
-    elif kind == "charge":
-        refund_id = _latest_refund_id(obj)
-        refunded_cents = int(obj.get("amount_refunded") or 0)
-        reason = None
-        when = None
-    else:
+    if kind not in ("refund", "charge"):
         return PurchaseOutcome(None, "ignored", detail=f"not a charge or refund: {kind}")
-    row = None
+    payment_intent = _id_of(obj.get("payment_intent"))
+    row = _refund_target(db, obj, payment_intent)
     if payment_intent:
-        row = _lock_by(db, ContentPurchase.stripe_payment_intent_id == payment_intent)
+        # The completion of the same payment takes this lock before it reads `stripe_refunds`: either
+        # it committed first (found below) or it will see what this transaction remembers.
+        _lock_payment_intent(db, payment_intent)
+        if row is None:
+            row = _lock_by(db, ContentPurchase.stripe_payment_intent_id == payment_intent)
+        _remember(db, obj, payment_intent)
+        refunded_cents, fully, latest = _refunded_so_far(db, payment_intent)
+    else:
+        fully = obj.get("refunded") is True
+        refunded_cents = int((obj.get("amount_refunded") if kind == "charge" else obj.get("amount")) or 0)
+        latest = None
+    if kind == "refund" and obj.get("status") not in ("succeeded", "pending"):
+        return PurchaseOutcome(
+            str(row.id) if row else None, "ignored", detail=f"refund status {obj.get('status')}"
+        )
     if row is None:
-        _, purchase_id = _metadata_purchase_id(obj)
-        if purchase_id is not None:
-            row = lock_purchase(db, purchase_id)
-    if row is None:
-        return PurchaseOutcome(None, "not_found", detail=f"no purchase for payment {payment_intent}")
+        return PurchaseOutcome(
+            None,
+            "not_found",
+            detail=f"no purchase for payment {payment_intent} yet; kept for its completion",
+        )
     pid = str(row.id)
+    refund_id = latest.id if latest else (obj.get("id") if kind == "refund" else _latest_refund_id(obj))
     paid = row.amount_received_cents if row.amount_received_cents is not None else row.price_paid_cents
     if row.refunded_at is not None:
         if refund_id and not row.stripe_refund_id:
             row.stripe_refund_id = refund_id
             db.flush()
+            return PurchaseOutcome(
+                pid, "refund_id_recorded", expected_cents=paid, received_cents=refunded_cents
+            )
         return PurchaseOutcome(pid, "already_refunded", expected_cents=paid, received_cents=refunded_cents)
-    full = (obj.get("refunded") is True) if kind == "charge" else False
-    full = full or refunded_cents >= paid
-    if not full:
+    if not (fully or refunded_cents >= paid):
         return PurchaseOutcome(
             pid,
             "partial_refund",
@@ -316,7 +372,9 @@ def record_external_refund(db: Session, charge_or_refund: dict[str, Any]) -> Pur
             received_cents=refunded_cents,
             detail=f"{refunded_cents} of {paid} cents refunded in Stripe; access kept",
         )
-    row.refunded_at = datetime.fromtimestamp(int(when), UTC) if when else datetime.now(UTC)
+    when = latest.refunded_at if latest and latest.refunded_at else _when(obj) if kind == "refund" else None
+    reason = latest.reason if latest else (obj.get("reason") if kind == "refund" else None)
+    row.refunded_at = when or datetime.now(UTC)
     row.stripe_refund_id = refund_id
     row.refund_reason = f"Refunded in Stripe ({reason})" if reason else "Refunded in Stripe"
     row.stripe_payment_intent_id = row.stripe_payment_intent_id or payment_intent
@@ -333,6 +391,101 @@ def record_external_refund(db: Session, charge_or_refund: dict[str, Any]) -> Pur
     )
     db.flush()
     return PurchaseOutcome(pid, "refund_recorded", expected_cents=paid, received_cents=refunded_cents)
+
+
+def _refund_target(db: Session, obj: dict[str, Any], payment_intent: str | None) -> ContentPurchase | None:
+    row = None
+    if payment_intent:
+        row = _lock_by(db, ContentPurchase.stripe_payment_intent_id == payment_intent)
+    if row is None:
+        _, purchase_id = _metadata_purchase_id(obj)
+        if purchase_id is not None:
+            row = lock_purchase(db, purchase_id)
+    return row
+
+
+def _when(obj: dict[str, Any]) -> datetime | None:
+    created = obj.get("created")
+    return datetime.fromtimestamp(int(created), UTC) if isinstance(created, int | float) else None
+
+
+def _lock_payment_intent(db: Session, payment_intent: str) -> None:
+    """A transaction-scoped advisory lock per payment intent (safe through a transaction pooler)."""
+    db.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"codex-pi:{payment_intent}"}
+    )
+
+
+def _remember(db: Session, obj: dict[str, Any], payment_intent: str) -> None:
+    """Upsert what this refund or charge says into `stripe_refunds`."""
+    kind = obj.get("object")
+    rows: list[dict[str, Any]] = []
+    if kind == "charge":
+        rows.append(
+            dict(
+                id=str(obj.get("id")),
+                kind="charge",
+                payment_intent_id=payment_intent,
+                amount_cents=int(obj.get("amount_refunded") or 0),
+                fully_refunded=obj.get("refunded") is True,
+                status=None,
+                reason=None,
+                refunded_at=None,
+            )
+        )
+        refunds = obj.get("refunds")  # only when a caller expanded it
+        embedded = refunds.get("data") if isinstance(refunds, dict) else None
+        for refund in embedded or []:
+            if isinstance(refund, dict) and refund.get("id"):
+                rows.append(_refund_row({**refund, "object": "refund"}, payment_intent))
+    elif obj.get("id"):
+        rows.append(_refund_row(obj, payment_intent))
+    for values in rows:
+        # clock_timestamp: two refunds first seen in one transaction still keep the order they came in.
+        stmt = insert(StripeRefund).values(**values, created_at=func.clock_timestamp())
+        excluded = stmt.excluded
+        db.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[StripeRefund.id],
+                set_={
+                    "amount_cents": func.greatest(StripeRefund.amount_cents, excluded.amount_cents),
+                    "fully_refunded": StripeRefund.fully_refunded | excluded.fully_refunded,
+                    "status": func.coalesce(excluded.status, StripeRefund.status),
+                    "reason": func.coalesce(excluded.reason, StripeRefund.reason),
+                    "refunded_at": func.coalesce(StripeRefund.refunded_at, excluded.refunded_at),
+                    "updated_at": func.now(),
+                },
+            )
+        )
+
+
+def _refund_row(refund: dict[str, Any], payment_intent: str) -> dict[str, Any]:
+    return dict(
+        id=str(refund["id"]),
+        kind="refund",
+        payment_intent_id=payment_intent,
+        amount_cents=int(refund.get("amount") or 0),
+        fully_refunded=False,
+        status=refund.get("status"),
+        reason=refund.get("reason"),
+        refunded_at=_when(refund),
+    )
+
+
+def _refunded_so_far(db: Session, payment_intent: str) -> tuple[int, bool, StripeRefund | None]:
+    """(cents refunded, fully refunded, the latest refund) for a payment intent, from everything seen."""
+    rows = db.scalars(
+        select(StripeRefund)
+        .where(StripeRefund.payment_intent_id == payment_intent)
+        .execution_options(populate_existing=True)
+    ).all()
+    refunds = [r for r in rows if r.kind == "refund" and r.status in ("succeeded", "pending", None)]
+    charges = [r for r in rows if r.kind == "charge"]
+    total = max(sum(r.amount_cents for r in refunds), max((r.amount_cents for r in charges), default=0))
+    fully = any(r.fully_refunded for r in charges)
+    epoch = datetime.fromtimestamp(0, UTC)
+    latest = max(refunds, key=lambda r: (r.refunded_at or epoch, r.created_at, r.id)) if refunds else None
+    return total, fully, latest
 
 
 def _latest_refund_id(charge: dict[str, Any]) -> str | None:

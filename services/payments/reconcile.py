@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from services.adapters.locks import LockHolder, run_lock
 from services.core.audit import record_audit
@@ -229,7 +229,7 @@ def _fix(
         return
     with container.uow() as uow:
         outcome = apply(uow.session, stripe_session)
-        changed = outcome.action in ("completed", "failed")
+        changed = outcome.action in ("completed", "failed", "refunded_before_completion")
         if changed:
             record_audit(
                 uow.session,
@@ -299,7 +299,9 @@ def _paid_sessions_without_purchase(
 
 
 def _refunds(container: Container, report: ReconcileReport) -> None:
-    """Completed purchases refunded in Stripe (e.g. from the dashboard) but not here."""
+    """Completed purchases refunded in Stripe (e.g. from the dashboard) but not here, and refunds
+    recorded without their id (a `charge.refunded` event names none). Every refund of a payment intent
+    counts: two partial refunds that add up to the price are a full refund."""
     refunds = [
         r
         for r in container.stripe.iter_refunds(created_gte=report.window_start)
@@ -308,35 +310,62 @@ def _refunds(container: Container, report: ReconcileReport) -> None:
     report.listed_refunds = len(refunds)
     if not refunds:
         return
-    by_intent = {r["payment_intent"]: r for r in refunds}
+    by_intent: dict[str, list[dict[str, Any]]] = {}
+    for refund in reversed(refunds):  # Stripe lists newest first; oldest first here
+        by_intent.setdefault(str(refund["payment_intent"]), []).append(refund)
     with container.uow() as uow:
         rows = uow.session.execute(
-            select(ContentPurchase.id, ContentPurchase.stripe_payment_intent_id).where(
+            select(
+                ContentPurchase.id,
+                ContentPurchase.stripe_payment_intent_id,
+                ContentPurchase.price_paid_cents,
+                ContentPurchase.amount_received_cents,
+                ContentPurchase.refunded_at,
+            ).where(
                 ContentPurchase.stripe_payment_intent_id.in_(list(by_intent)),
                 ContentPurchase.status == PurchaseStatus.completed,
-                ContentPurchase.refunded_at.is_(None),
+                or_(ContentPurchase.refunded_at.is_(None), ContentPurchase.stripe_refund_id.is_(None)),
             )
         ).all()
-    for purchase_id, intent in rows:
-        refund = by_intent[intent]
-        finding = Finding("refund_recorded", str(purchase_id), None, f"refund {refund['id']}")
+    for purchase_id, intent, price, received, refunded_at in rows:
+        listed = by_intent[str(intent)]
+        latest = listed[-1]
         if report.dry_run:
-            report.fixed.append(finding)
+            paid = received if received is not None else price
+            total = sum(int(r.get("amount") or 0) for r in listed)
+            if refunded_at is not None:
+                report.fixed.append(
+                    Finding("refund_id_recorded", str(purchase_id), None, f"refund {latest['id']}")
+                )
+            elif total >= paid:
+                report.fixed.append(
+                    Finding("refund_recorded", str(purchase_id), None, f"refund {latest['id']}")
+                )
+            else:
+                report.unresolved.append(
+                    Finding("partial_refund", str(purchase_id), None, f"{total} of {paid} cents refunded")
+                )
             continue
         with container.uow() as uow:
-            outcome = purchases.record_external_refund(uow.session, refund)
-            changed = outcome.action == "refund_recorded"
-            if outcome.action == "partial_refund":
+            outcome = None
+            for refund in listed:  # each is remembered; the last outcome has the total
+                outcome = purchases.record_external_refund(uow.session, refund)
+                if outcome.action in ("refund_recorded", "refund_id_recorded"):
+                    break
+            assert outcome is not None
+            kind = outcome.action
+            if kind == "partial_refund":
                 report.unresolved.append(Finding("partial_refund", str(purchase_id), None, outcome.detail))
+            changed = kind in ("refund_recorded", "refund_id_recorded")
             if changed:
                 record_audit(
                     uow.session,
                     ACTOR,
-                    "reconcile.refund_recorded",
+                    f"reconcile.{kind}",
                     "purchase",
                     purchase_id,
-                    {"refund_id": refund["id"]},
+                    {"refund_id": latest["id"], "refunds": [r["id"] for r in listed]},
                 )
             uow.commit()
         if changed:
-            report.fixed.append(finding)
+            report.fixed.append(Finding(kind, str(purchase_id), None, f"refund {latest['id']}"))

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 REFUND_WINDOW = timedelta(days=30)
 MIN_REASON_LENGTH = 10
 STRIPE_REFUND_REASON = "requested_by_customer"
+# Stripe caps a metadata value at 500 characters; the whole reason stays in our row and audit log.
+STRIPE_METADATA_VALUE_MAX = 500
 AUDIT_ACTION = "purchase.refund"
 
 
@@ -297,6 +299,8 @@ def _stripe_refund(
     container: Container, purchase: ContentPurchase, operator: User, reason: str
 ) -> dict[str, Any]:
     """The refund at Stripe; on failure nothing has been written and the lock is released by rollback."""
+    from services.adapters.stripe_gateway import StripeUnavailable
+
     gateway = container.stripe
     try:
         return gateway.create_refund(
@@ -305,7 +309,7 @@ def _stripe_refund(
             metadata={
                 "purchaseId": str(purchase.id),
                 "requestedBy": str(operator.id),
-                "internalReason": reason,
+                "internalReason": reason[:STRIPE_METADATA_VALUE_MAX],
             },
             idempotency_key=refund_idempotency_key(purchase.id),
         )
@@ -320,6 +324,18 @@ def _stripe_refund(
             raise ExternalServiceError(
                 f"Payment refund failed: {message}. It was refunded outside this command (in Stripe's "
                 "dashboard, or by a run over a day ago); `codex reconcile` records it here."
+            ) from None
+        if isinstance(exc, StripeUnavailable):
+            sentence = str(exc).removesuffix("; try again later.").rstrip(".")
+            if exc.may_have_succeeded:
+                raise ExternalServiceError(
+                    f"Payment refund not confirmed: {sentence}; Stripe may have made the refund, but "
+                    "nothing was recorded here; running the same command again is safe (the same "
+                    "idempotency key returns that refund instead of refunding twice)."
+                ) from None
+            raise ExternalServiceError(
+                f"Payment refund failed: {sentence}; nothing was refunded and nothing was recorded, "
+                "try again later."
             ) from None
         raise ExternalServiceError(f"Payment refund failed: {message}. Nothing was recorded.") from None
 

@@ -30,7 +30,9 @@ MIN_PRUNE_AGE = timedelta(days=30)
 
 COMPLETE_TYPES = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 FAIL_TYPES = frozenset({"checkout.session.expired", "checkout.session.async_payment_failed"})
-REFUND_TYPES = frozenset({"charge.refunded"})
+# charge.refunded carries the cumulative amount but (since API 2022-11-15) no refund id; the refund
+# events carry the id. Either may come first; both go through record_external_refund.
+REFUND_TYPES = frozenset({"charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
 HANDLED_TYPES = COMPLETE_TYPES | FAIL_TYPES | REFUND_TYPES
 MAX_ERROR_CHARS = 2000
 
@@ -56,7 +58,9 @@ class WebhookOutcome:
     """What one delivery (or replay, or backfill) did.
 
     outcome: `processed` (handled type, applied now), `ignored` (a type we do not handle, stored),
-    `duplicate` (already processed earlier; nothing done). `action` says what the effect was.
+    `duplicate` (already processed earlier; nothing done), `failed_permanently` (it can never apply,
+    e.g. its purchaseId is not a UUID: stored for a person and answered 2xx so Stripe stops).
+    `action` says what the effect was.
     """
 
     event_id: str
@@ -199,7 +203,19 @@ def _error_text(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if not isinstance(exc, CodexError):
         text = f"{type(exc).__name__}: {text}"
-    return text[:MAX_ERROR_CHARS]
+    return text.replace("\x00", "\ufffd")[:MAX_ERROR_CHARS]
+
+
+def storable(value: Any) -> Any:
+    """The event with every NUL replaced (U+FFFD): PostgreSQL's jsonb and text cannot hold one, and an
+    event that cannot be stored could never be answered anything but 5xx."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
 
 
 def _is_db_unavailable(exc: BaseException) -> bool:
@@ -209,7 +225,7 @@ def _is_db_unavailable(exc: BaseException) -> bool:
     return is_connection_error(exc) or "DatabaseUnavailable" in names or "InterfaceError" in names
 
 
-def _record_failure(container: Container, event: dict[str, Any], error: str) -> None:
+def _record_failure(container: Container, event: dict[str, Any], error: str, permanent: bool = False) -> None:
     """Keep the failed attempt, in its own short transaction (the effect's one was rolled back)."""
     from sqlalchemy import func
     from sqlalchemy.dialects.postgresql import insert
@@ -217,18 +233,19 @@ def _record_failure(container: Container, event: dict[str, Any], error: str) -> 
     from services.core.models import StripeEvent, StripeEventStatus
 
     done = (StripeEventStatus.processed, StripeEventStatus.ignored)
+    status = StripeEventStatus.failed_permanently if permanent else StripeEventStatus.failed
     stmt = insert(StripeEvent).values(
         id=event["id"],
         type=event["type"],
         payload=event,
-        status=StripeEventStatus.failed,
+        status=status,
         attempts=1,
         error=error,
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[StripeEvent.id],
         set_={
-            "status": StripeEventStatus.failed,
+            "status": status,
             "attempts": StripeEvent.attempts + 1,
             "error": error,
             "updated_at": func.now(),
@@ -255,8 +272,10 @@ def _run(
 
     from services.core.models import StripeEvent, StripeEventStatus
 
+    event = storable(event)
     event_id, event_type = event["id"], event["type"]
-    done = (StripeEventStatus.processed, StripeEventStatus.ignored)
+    # A redelivery of an event that can never apply is answered like a duplicate, not retried.
+    done = (StripeEventStatus.processed, StripeEventStatus.ignored, StripeEventStatus.failed_permanently)
     with container.uow() as uow:
         session = uow.session
         inserted = None
@@ -296,10 +315,15 @@ def _run(
                 uow.rollback()
             if _is_db_unavailable(exc):
                 raise
+            permanent = getattr(exc, "permanent", False) is True
             try:
-                _record_failure(container, event, error)
+                _record_failure(container, event, error, permanent=permanent)
             except Exception as record_exc:  # noqa: BLE001 - the original failure is what matters
                 log.error("could not record the failed attempt of %s: %s", event_id, _error_text(record_exc))
+                permanent = False  # not stored: let Stripe deliver it again
+            if permanent:
+                log.warning("event %s can never apply, stored as failed_permanently: %s", event_id, error)
+                return WebhookOutcome(event_id, event_type, "failed_permanently", error)
             raise WebhookHandlingFailed(event_id, f"Event {event_id} ({event_type}) failed: {error}") from exc
         if inserted is None:
             session.execute(
@@ -463,7 +487,7 @@ def backfill_events(container: Container, since: timedelta, dry_run: bool = Fals
                 select(StripeEvent.id, StripeEvent.status).where(StripeEvent.id.in_(ids))
             ).all()
         )
-    done = (StripeEventStatus.processed, StripeEventStatus.ignored)
+    done = (StripeEventStatus.processed, StripeEventStatus.ignored, StripeEventStatus.failed_permanently)
     items: list[BackfillItem] = []
     already = 0
     for event in events:

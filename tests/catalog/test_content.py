@@ -126,7 +126,7 @@ def test_duplicate_slug_in_one_org_is_a_conflict_but_not_across_orgs(ccli, world
         "--description",
         "A long enough description.",
         "--price-cents",
-        "5",
+        "500",
     )
     assert other.exit_code == 0, other.output
 

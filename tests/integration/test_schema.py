@@ -33,6 +33,7 @@ TABLES = {
     "platform_settings",
     "email_templates",
     "stripe_events",
+    "stripe_refunds",
     "audit_log",
 }
 ENUMS = {

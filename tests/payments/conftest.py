@@ -27,3 +27,7 @@ def shop(session) -> Shop:  # type: ignore[no-untyped-def]
     draft = make_content(session, org, title="Unreleased", status=m.ContentStatus.draft)
     session.commit()
     return Shop(customer, content, free, draft)
+
+
+# The real webhook listener, for tests here that check what Stripe is answered.
+from tests.webhook.conftest import listener, start_listener, webhook, webhook_settings  # noqa: E402, F401

@@ -298,7 +298,7 @@ def test_a_dashboard_refund_ends_access_and_allows_buying_again(
     # the refund object (refund.created or reconcile's listing) fills in the refund id, once
     again = purchases.apply_external_refund(stripe_container, refund_event["data"]["object"])
     assert (
-        again.action == "already_refunded"
+        again.action == "refund_id_recorded"
         and _row(session, checkout.purchase_id).stripe_refund_id == refund["id"]
     )
     assert session.scalars(select(AuditLog).where(AuditLog.action == "purchase.external_refund")).one()

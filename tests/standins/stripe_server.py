@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.standins.stripe_contract import ContractError, shaped, validate_request
+
 API_VERSION = "2026-10-28.endive"
 DEFAULT_API_KEY = "sk_test_standin_0123456789abcdef"
 MAX_LIMIT = 100
@@ -89,6 +91,7 @@ class Fault:
     method: str | None = None
     path: str | None = None
     retry_after: str | None = "0"
+    after_effect: bool = False  # do the work, then answer the fault (Stripe did it, we never heard)
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -111,11 +114,18 @@ class Delay:
 
 @dataclass
 class LoggedRequest:
+    """One request as the stand-in received it: `params` is the decoded query (GET) or form body (POST)."""
+
     method: str
     path: str
-    query: dict[str, Any]
+    params: dict[str, Any]
     idempotency_key: str | None
     status: int = 0
+    error: dict[str, Any] | None = None  # Stripe's error document when the answer was 4xx/5xx
+
+    @property
+    def query(self) -> dict[str, Any]:  # the older name, for GET filters
+        return self.params
 
 
 @dataclass
@@ -184,14 +194,18 @@ class StripeStandin:
         method: str | None = None,
         path: str | None = None,
         retry_after: str | None = "0",
+        after_effect: bool = False,
     ) -> None:
         """The next `count` matching requests answer `status` (500/502/503/429) instead of working.
 
         `retry_after` is sent as a Retry-After header ("0" keeps retrying tests fast; None omits it,
-        as api.stripe.com does).
+        as api.stripe.com does). With `after_effect` the request is carried out first (a refund is
+        made, its idempotency key remembered) and only the answer is the fault.
         """
         with self._lock:
-            self._state.faults.append(Fault(status, count, method and method.upper(), path, retry_after))
+            self._state.faults.append(
+                Fault(status, count, method and method.upper(), path, retry_after, after_effect)
+            )
 
     def slow(
         self, seconds: float, count: int | None = None, method: str | None = None, path: str | None = None
@@ -395,98 +409,88 @@ class StripeStandin:
             raise _missing("checkout.session", session_id, "session") from None
 
     def _new_session(self, params: dict[str, Any], created: int | None = None) -> dict[str, Any]:
-        mode = params.get("mode")
-        if mode != "payment":
-            raise StripeAPIError(400, "Missing required param: mode.", param="mode")
-        items = params.get("line_items")
-        if not isinstance(items, list) or not items:
-            raise StripeAPIError(400, "Missing required param: line_items.", param="line_items")
+        # The request was validated against Stripe's contract before it got here (stripe_contract).
+        items = params.get("line_items") or []
         total = 0
         currency = None
-        for i, item in enumerate(items):
+        for item in items:
             price = item.get("price_data") or {}
-            if "unit_amount" not in price or "currency" not in price:
-                raise StripeAPIError(
-                    400,
-                    f"Missing required param: line_items[{i}][price_data][unit_amount].",
-                    param=f"line_items[{i}][price_data]",
-                )
-            try:
-                unit, qty = int(price["unit_amount"]), int(item.get("quantity", 1))
-            except ValueError:
-                raise StripeAPIError(400, "Invalid integer: unit_amount", param="unit_amount") from None
-            total += unit * qty
-            currency = str(price["currency"]).lower()
+            total += int(price.get("unit_amount") or 0) * int(item.get("quantity", 1))
+            currency = str(price.get("currency", "usd")).lower()
         metadata = params.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise StripeAPIError(400, "Invalid object", param="metadata")
         created = int(time.time()) if created is None else created
         sid = f"cs_test_{secrets.token_hex(16)}"
-        session = {
-            "id": sid,
-            "object": "checkout.session",
-            "amount_subtotal": total,
-            "amount_total": total,
-            "cancel_url": params.get("cancel_url"),
-            "client_reference_id": params.get("client_reference_id"),
-            "created": created,
-            "currency": currency,
-            "customer": None,
-            "customer_details": None,
-            "customer_email": params.get("customer_email"),
-            "expires_at": created + 24 * 3600,
-            "livemode": False,
-            "metadata": {str(k): str(v) for k, v in metadata.items()},
-            "mode": "payment",
-            "payment_intent": None,
-            "payment_status": "unpaid",
-            "status": "open",
-            "success_url": params.get("success_url"),
-            "url": f"{self.url}/c/pay/{sid}",
-            "_seq": self._next_seq(),
-        }
+        session = shaped(
+            "checkout.session",
+            id=sid,
+            object="checkout.session",
+            amount_subtotal=total,
+            amount_total=total,
+            cancel_url=params.get("cancel_url"),
+            client_reference_id=params.get("client_reference_id"),
+            created=created,
+            currency=currency,
+            customer_email=params.get("customer_email"),
+            expires_at=created + 24 * 3600,
+            livemode=False,
+            metadata={str(k): str(v) for k, v in metadata.items()},
+            mode=params.get("mode", "payment"),
+            payment_intent=None,
+            payment_method_types=["card"],
+            payment_status="unpaid",
+            status="open",
+            success_url=params.get("success_url"),
+            url=f"{self.url}/c/pay/{sid}",
+            _seq=self._next_seq(),
+        )
         pi_data = params.get("payment_intent_data") or {}
         self._state.pi_metadata[sid] = dict(pi_data.get("metadata") or {})
         self._state.sessions[sid] = session
         return session
 
     def _new_payment_intent(self, session: dict[str, Any], now: int, succeeded: bool) -> dict[str, Any]:
-        pi = {
-            "id": _new_id("pi"),
-            "object": "payment_intent",
-            "amount": session["amount_total"],
-            "amount_received": session["amount_total"] if succeeded else 0,
-            "currency": session["currency"],
-            "created": now,
-            "latest_charge": None,
-            "livemode": False,
-            "metadata": dict(self._state.pi_metadata.get(session["id"], {})),
-            "status": "succeeded" if succeeded else "processing",
-            "_seq": self._next_seq(),
-        }
+        pi = shaped(
+            "payment_intent",
+            id=_new_id("pi"),
+            object="payment_intent",
+            amount=session["amount_total"],
+            amount_received=session["amount_total"] if succeeded else 0,
+            currency=session["currency"],
+            created=now,
+            latest_charge=None,
+            livemode=False,
+            metadata=dict(self._state.pi_metadata.get(session["id"], {})),
+            payment_method_types=["card"],
+            status="succeeded" if succeeded else "processing",
+            _seq=self._next_seq(),
+        )
         self._state.payment_intents[pi["id"]] = pi
         if succeeded:
             self._new_charge(pi, now)
         return pi
 
     def _new_charge(self, pi: dict[str, Any], now: int) -> dict[str, Any]:
-        charge = {
-            "id": _new_id("ch"),
-            "object": "charge",
-            "amount": pi["amount"],
-            "amount_captured": pi["amount"],
-            "amount_refunded": 0,
-            "captured": True,
-            "created": now,
-            "currency": pi["currency"],
-            "livemode": False,
-            "metadata": dict(pi["metadata"]),
-            "paid": True,
-            "payment_intent": pi["id"],
-            "refunded": False,
-            "status": "succeeded",
-            "_seq": self._next_seq(),
-        }
+        # As Stripe does: a charge does not copy its PaymentIntent's metadata, and since API
+        # 2022-11-15 it carries no embedded `refunds` list.
+        charge = shaped(
+            "charge",
+            id=_new_id("ch"),
+            object="charge",
+            amount=pi["amount"],
+            amount_captured=pi["amount"],
+            amount_refunded=0,
+            captured=True,
+            created=now,
+            currency=pi["currency"],
+            disputed=False,
+            livemode=False,
+            metadata={},
+            paid=True,
+            payment_intent=pi["id"],
+            refunded=False,
+            status="succeeded",
+            _seq=self._next_seq(),
+        )
         self._state.charges[charge["id"]] = charge
         pi["latest_charge"] = charge["id"]
         return charge
@@ -528,19 +532,20 @@ class StripeStandin:
             )
         if reason is not None and reason not in ("duplicate", "fraudulent", "requested_by_customer"):
             raise StripeAPIError(400, f"Invalid reason: {reason}", param="reason")
-        refund = {
-            "id": _new_id("re"),
-            "object": "refund",
-            "amount": amount,
-            "charge": charge["id"],
-            "created": now,
-            "currency": charge["currency"],
-            "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
-            "payment_intent": payment_intent,
-            "reason": reason,
-            "status": "succeeded",
-            "_seq": self._next_seq(),
-        }
+        refund = shaped(
+            "refund",
+            id=_new_id("re"),
+            object="refund",
+            amount=amount,
+            charge=charge["id"],
+            created=now,
+            currency=charge["currency"],
+            metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+            payment_intent=payment_intent,
+            reason=reason,
+            status="succeeded",
+            _seq=self._next_seq(),
+        )
         self._state.refunds[refund["id"]] = refund
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
@@ -549,18 +554,19 @@ class StripeStandin:
         return _public(refund)
 
     def _emit(self, type: str, obj: dict[str, Any], created: int) -> dict[str, Any]:
-        event = {
-            "id": _new_id("evt"),
-            "object": "event",
-            "api_version": API_VERSION,
-            "created": created,
-            "data": {"object": _public(json.loads(json.dumps(obj)))},
-            "livemode": False,
-            "pending_webhooks": 1,
-            "request": {"id": None, "idempotency_key": None},
-            "type": type,
-            "_seq": self._next_seq(),
-        }
+        event = shaped(
+            "event",
+            id=_new_id("evt"),
+            object="event",
+            api_version=API_VERSION,
+            created=created,
+            data={"object": _public(json.loads(json.dumps(obj)))},
+            livemode=False,
+            pending_webhooks=1,
+            request={"id": None, "idempotency_key": None},
+            type=type,
+            _seq=self._next_seq(),
+        )
         self._state.events[event["id"]] = event
         return _public(event)
 
@@ -570,10 +576,20 @@ class StripeStandin:
         self, method: str, path: str, params: dict[str, Any], headers: dict[str, str]
     ) -> tuple[int, Any, dict[str, str]]:
         """(status, JSON body or raw text, extra headers) for one request."""
-        entry = LoggedRequest(method, path, params if method == "GET" else {}, headers.get("idempotency-key"))
+        entry = LoggedRequest(method, path, json.loads(json.dumps(params)), headers.get("idempotency-key"))
         status, body, extra = self._handle(entry, method, path, params, headers)
         entry.status = status
+        if status >= 400 and isinstance(body, dict):
+            entry.error = body.get("error")
         return status, body, extra
+
+    def logged(self, method: str | None = None, path: str | None = None) -> list[LoggedRequest]:
+        """The logged requests matching `method` and a `path` prefix, oldest first."""
+        return [
+            r
+            for r in self.requests
+            if (method is None or r.method == method.upper()) and (path is None or r.path.startswith(path))
+        ]
 
     def _handle(
         self, entry: LoggedRequest, method: str, path: str, params: dict[str, Any], headers: dict[str, str]
@@ -592,7 +608,7 @@ class StripeStandin:
                     self._state.faults.remove(fault)
         if delay is not None:
             time.sleep(delay.seconds)
-        if fault is not None:
+        if fault is not None and not fault.after_effect:
             return _fault_response(fault)
         auth = headers.get("authorization", "")
         if auth != f"Bearer {self.api_key}":
@@ -603,6 +619,10 @@ class StripeStandin:
                 StripeAPIError(401, f"Invalid API Key provided: {shown}").body,
                 {},
             )
+        try:
+            validate_request(method, path, params)
+        except ContractError as exc:
+            return exc.status, exc.body, {}
         key = headers.get("idempotency-key") if method == "POST" else None
         with self._lock:
             if key:
@@ -618,6 +638,8 @@ class StripeStandin:
                             type_="idempotency_error",
                         )
                         return 400, err.body, {}
+                    if fault is not None:
+                        return _fault_response(fault)
                     return s_status, s_body, {"Idempotent-Replayed": "true"}
             try:
                 status, body = 200, self._route(method, path, params)
@@ -625,6 +647,8 @@ class StripeStandin:
                 status, body = exc.status, exc.body
             if key and status < 500:
                 self._state.idempotency[key] = (path, params, status, body)
+        if fault is not None:
+            return _fault_response(fault)
         return status, body, {}
 
     def _route(self, method: str, path: str, params: dict[str, Any]) -> Any:
