@@ -497,14 +497,16 @@ def _protocol_class(listener: WebhookServer) -> type:
             if self._in_head:
                 if self._head_started is None:
                     self._head_started = self._last_data
-                self._head_bytes += len(data)
+                end = data.find(b"\r\n\r\n")  # the head ends in this chunk (a split one: 3 bytes over)
+                self._head_bytes += len(data) if end < 0 else end + 4
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._answer_and_close(
+                        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        {"error": "request head too large"},
+                        "too-large",
+                    )
+                    return
             super().data_received(data)
-            if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._answer_and_close(
-                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    {"error": "request head too large"},
-                    "too-large",
-                )
 
         def on_headers_complete(self) -> None:
             self._in_head = False
