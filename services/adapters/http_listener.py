@@ -54,7 +54,7 @@ MAX_JSON_DEPTH = 64
 # header_timeout + body_timeout seconds, so reaching this cap takes thousands of new connections a second.
 MAX_CONNECTIONS = 10_000
 # Threads running database work; the engine's pool (5 + 10 overflow) bounds useful parallelism anyway.
-MAX_DB_THREADS = 16
+MAX_DB_THREADS = 8
 
 T = TypeVar("T")
 
@@ -268,11 +268,10 @@ class WebhookApp:
     async def _slot(self, send: Callable, req: _Request, headers: list[tuple[bytes, bytes]]) -> Any:
         slots = self._get_slots()
         acquired = False
-        if self.busy_wait <= 0:
-            if not slots.locked():
-                await slots.acquire()
-                acquired = True
-        else:
+        if not slots.locked():
+            await slots.acquire()  # free: no timer, so a busy loop cannot turn a free slot into a 503
+            acquired = True
+        elif self.busy_wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(slots.acquire(), self.busy_wait)
                 acquired = True
@@ -517,6 +516,7 @@ def _protocol_class(listener: WebhookServer) -> type:
             self._in_head = True
             self._head_bytes = 0
             self._head_started = None
+            self._last_data = self.loop.time()  # idle from now on, not since the request came in
             super().on_response_complete()
 
         def send_400_response(self, msg: str) -> None:
@@ -596,6 +596,7 @@ class WebhookServer:
         busy_wait: float = 0.5,
         drain_timeout: float = 30.0,
         backlog: int = 2048,
+        reuse_port: bool = False,
     ) -> None:
         self.container = container
         self.connection_timeout = connection_timeout
@@ -615,7 +616,7 @@ class WebhookServer:
             max_concurrent_requests=max_concurrent_requests,
             busy_wait=busy_wait,
         )
-        self.socket = socket.create_server(address, backlog=backlog)
+        self.socket = socket.create_server(address, backlog=backlog, reuse_port=reuse_port)
         self._address = self.socket.getsockname()[:2]
         self._uvicorn: Any = None
         self._serving = threading.Event()
@@ -727,7 +728,7 @@ def run_listener(
     # A long-running process: read email template overrides once a minute, not once per receipt.
     container.notifications.cache_overrides(OVERRIDE_CACHE_SECONDS)
     try:
-        server = WebhookServer((host, port), container, **options)
+        server = WebhookServer((host, port), container, reuse_port=workers > 1, **options)
     except OSError as exc:
         raise ConfigurationError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
 
@@ -780,25 +781,39 @@ def _serve_until_signal(server: WebhookServer, on_ready: Callable[[WebhookServer
 def _serve_with_workers(
     server: WebhookServer, workers: int, on_ready: Callable[[WebhookServer], None] | None
 ) -> bool:
-    """Pre-fork: the parent binds, forks the workers, closes its copy of the socket and supervises.
+    """Pre-fork: the parent binds one listening socket per worker on the same port (SO_REUSEPORT, so
+    the kernel spreads connections evenly; one shared socket would let the first worker to wake take
+    them all), forks the workers, closes its copies and supervises.
 
     SIGINT/SIGTERM go on to every worker, which drains like a single listener. A worker that dies
     on its own stops the others (the process manager restarts the whole listener).
     """
     import os
 
-    # Several processes accept on one socket: the ones that lose a connection must not block.
-    server.socket.setblocking(False)
+    sockets = [server.socket]
+    try:
+        for _ in range(workers - 1):
+            sockets.append(socket.create_server(server._address, backlog=server.backlog, reuse_port=True))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        from services.core.errors import ConfigurationError
+
+        raise ConfigurationError(f"Cannot listen on {server.url} with {workers} workers: {exc}.") from None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: list[int] = []
     clean = True
     try:
-        for _ in range(workers):
+        for index in range(workers):
             pid = os.fork()
             if pid == 0:  # the worker
                 code = 1
                 try:
+                    server.socket = sockets[index]
+                    for other in sockets:
+                        if other is not server.socket:
+                            other.close()
                     if "engine" in server.container.__dict__:
                         server.container.engine.dispose(close=False)  # never share the parent's sockets
                     code = 0 if _serve_until_signal(server, None) else 1
@@ -808,7 +823,8 @@ def _serve_with_workers(
                     logging.shutdown()
                     os._exit(code)
             children.append(pid)
-        server.socket.close()
+        for sock in sockets:
+            sock.close()
         if on_ready is not None:
             on_ready(server)
         alive = set(children)
