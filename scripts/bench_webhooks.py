@@ -9,8 +9,9 @@ backed by its own temporary PostgreSQL, from 50 keep-alive clients:
   the measured saturation rate; latency counts from each event's scheduled send time, so falling
   behind shows up in p99;
 - under attack: --slow-clients connections (1,000) trickle a request head or a body, one piece every
-  2 s, reconnecting whenever the listener closes them, while the clients offer --slow-rate events/s;
-  events not answered 200 then are re-sent afterwards (as Stripe retries) and counted.
+  2 s, reconnecting whenever the listener closes them, while the clients offer --slow-rate events/s
+  (half the saturation rate by default: compare its p99 with the half-load run's); events not
+  answered 200 then are re-sent afterwards (as Stripe retries) and counted.
 Peers measured in the same run with the same clients: a trivial stdlib HTTP server that answers 200
 without any work (the ceiling of this machine and client); with --servers, bare uvicorn (httptools,
 h11) and granian serving a trivial ASGI app, and granian serving the listener's own ASGI app (the
@@ -481,7 +482,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--workers", default="1,2", help="listener worker counts to measure, e.g. 1,2")
     parser.add_argument("--slow-clients", type=int, default=1000, help="slow connections of the attack run")
-    parser.add_argument("--slow-rate", type=float, default=100.0, help="offered events/s during the attack")
+    parser.add_argument(
+        "--slow-rate", type=float, default=0.0, help="offered events/s during the attack (0: half saturation)"
+    )
     parser.add_argument("--slow-events", type=int, default=1000, help="distinct purchases of the attack run")
     parser.add_argument("--before", type=Path, help="also measure the listener of this checkout")
     parser.add_argument(
@@ -619,7 +622,9 @@ def main() -> None:
                         half_rate,
                     )
                     time.sleep(1)
-                    slow, attacker_stats, retried = under_attack(label, listener_url, attack[0], args)
+                    slow, attacker_stats, retried = under_attack(
+                        label, listener_url, attack[0], args, args.slow_rate or half_rate
+                    )
                 finally:
                     code, cpu = stop_process(listener)
                 sent = len(warmup) + len(sat_bodies) + len(paced_bodies) + len(half_bodies) + len(attack[0])
@@ -704,7 +709,7 @@ def main() -> None:
 
 
 def under_attack(
-    label: str, url: str, bodies: list[bytes], args: argparse.Namespace
+    label: str, url: str, bodies: list[bytes], args: argparse.Namespace, rate: float
 ) -> tuple[Run, dict, int]:
     """Valid deliveries while slow clients hold connections; then re-send those refused (Stripe retries)."""
     host, port = url.removeprefix("http://").split(":")
@@ -716,13 +721,7 @@ def under_attack(
     try:
         opened = json.loads(attacker.stdout.readline())  # type: ignore[union-attr]
         time.sleep(1.0)
-        run = fire(
-            f"{label}, {args.slow_rate:.0f}/s, {opened['open']} slow",
-            url,
-            bodies,
-            args.clients,
-            args.slow_rate,
-        )
+        run = fire(f"{label}, {rate:.0f}/s, {opened['open']} slow", url, bodies, args.clients, rate)
     finally:
         attacker.terminate()
         out, _ = attacker.communicate(timeout=60)
