@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from services.core.models import StripeEvent
@@ -185,3 +188,37 @@ def test_a_handler_error_is_answered_and_the_event_id_is_escaped_in_the_log(webh
     assert "evt_\\x00nul\\x0anext-line\\x1b[31m" in lines[0] and " 500 " in lines[0]
     assert not any(ch in lines[0] for ch in "\x00\n\x1b")
     assert webhook.get("/health").status_code == 200
+
+
+class RecordingTask:
+    """A background task that records when the listener starts and stops it."""
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def stop(self, timeout: float) -> None:
+        self.calls.append(("stop", timeout))
+
+
+def test_background_tasks_start_with_the_listener_and_stop_after_it_drained(webhook_settings) -> None:
+    from services.adapters.http_listener import run_listener
+    from services.bootstrap import Container
+
+    container = Container(webhook_settings)
+    task = RecordingTask()
+    seen: list[object] = []
+
+    def ready(server) -> None:  # type: ignore[no-untyped-def]
+        seen.append((list(task.calls), requests.get(server.url + "/health", timeout=10).status_code))
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    try:
+        drained = run_listener(container, port=0, on_ready=ready, background=[task])
+    finally:
+        container.close()
+    assert drained is True
+    assert seen == [(["start"], 200)]
+    assert task.calls == ["start", ("stop", 30.0)]
