@@ -365,38 +365,60 @@ class WebhookApp:
 
     async def _webhook(self, send: Callable, req: _Request, body: bytes, event: dict[str, Any]) -> None:
         req.event_id, req.event_type = str(event["id"]), str(event["type"])
+        loop = asyncio.get_running_loop()
+        applied: asyncio.Future[webhooks.WebhookOutcome] = loop.create_future()
+
+        def settle(result: webhooks.WebhookOutcome | None, error: BaseException | None) -> None:
+            if applied.done():
+                return
+            if error is not None:
+                applied.set_exception(error)
+            elif result is not None:
+                applied.set_result(result)
+
+        def apply_then_receipt() -> webhooks.WebhookOutcome | None:
+            # One trip to the pool: the answer goes out (from the loop) as soon as the event is
+            # committed, while this thread goes on with the receipt.
+            try:
+                outcome = webhooks.process_event(self.container, body, event, defer_receipt=True)
+            except Exception as exc:  # noqa: BLE001 - answered by the loop below
+                loop.call_soon_threadsafe(settle, None, exc)
+                return None
+            loop.call_soon_threadsafe(settle, outcome, None)
+            return webhooks.send_deferred_receipt(self.container, outcome)
+
+        work = self._in_pool(apply_then_receipt)
+        task = asyncio.ensure_future(work)
         try:
-            outcome = await self._in_pool(
-                webhooks.process_event, self.container, body, event, defer_receipt=True
-            )
-        except webhooks.WebhookHandlingFailed as exc:
-            log.error("%s", escape(str(exc), 500))
-            await self._fail(
-                send, req, HTTPStatus.INTERNAL_SERVER_ERROR, "handler failed; retry later", "failed"
-            )
-        except Exception as exc:  # noqa: BLE001 - anything else: Stripe must retry
-            if webhooks._is_db_unavailable(exc):
-                log.error("event %s: database unavailable", escape(req.event_id))
+            try:
+                outcome = await asyncio.shield(applied)
+            except webhooks.WebhookHandlingFailed as exc:
+                log.error("%s", escape(str(exc), 500))
                 await self._fail(
-                    send,
-                    req,
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    "database unavailable; retry later",
-                    "db-unavailable",
+                    send, req, HTTPStatus.INTERNAL_SERVER_ERROR, "handler failed; retry later", "failed"
                 )
-            log.error("event %s: unexpected %s", escape(req.event_id), type(exc).__name__)
-            await self._fail(
-                send, req, HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; retry later", "error"
-            )
-        req.outcome = outcome.outcome
-        if outcome.outcome == "processed":
-            req.outcome += ":" + outcome.action.split(" ", 1)[0].rstrip(";")
-        try:
+            except Exception as exc:  # noqa: BLE001 - anything else: Stripe must retry
+                if webhooks._is_db_unavailable(exc):
+                    log.error("event %s: database unavailable", escape(req.event_id))
+                    await self._fail(
+                        send,
+                        req,
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        "database unavailable; retry later",
+                        "db-unavailable",
+                    )
+                log.error("event %s: unexpected %s", escape(req.event_id), type(exc).__name__)
+                await self._fail(
+                    send, req, HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; retry later", "error"
+                )
+            req.outcome = outcome.outcome
+            if outcome.outcome == "processed":
+                req.outcome += ":" + outcome.action.split(" ", 1)[0].rstrip(";")
             await self._send_json(send, req, HTTPStatus.OK, {"received": True, "outcome": outcome.outcome})
         finally:
             # The purchase is committed and Stripe has its answer; the receipt cannot change either.
-            receipt = await self._in_pool(webhooks.send_deferred_receipt, self.container, outcome)
-            if receipt.email == "failed":
+            receipt = await task
+            if receipt is not None and receipt.email == "failed":
                 req.outcome += "+email-failed"
 
     # --- answers ---
@@ -463,6 +485,34 @@ def _json_response(status: HTTPStatus, payload: dict[str, Any], extra: str = "")
     return head.encode() + body
 
 
+LINGER_SECONDS = 1.0
+
+
+class _LingeringTransport:
+    """`close()` as a lingering close: send our FIN, drop what the client still sends for a moment,
+    then close. A client still sending (a body we refused, a trickled request) then reads our
+    answer instead of a connection reset that would discard it."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: Any) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        transport = self._transport
+        if transport.is_closing() or self._protocol._lingering:
+            return
+        self._protocol._lingering = True
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        self._protocol.loop.call_later(LINGER_SECONDS, transport.close)
+
+
 def _protocol_class(listener: WebhookServer) -> type:
     """uvicorn's httptools protocol with the listener's connection cap, idle timeout and head deadline."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -470,6 +520,8 @@ def _protocol_class(listener: WebhookServer) -> type:
     class _Protocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._lingering = False
+            self.transport = _LingeringTransport(transport, self)  # type: ignore[assignment]
             self._in_head = True  # reading a request head (or waiting for the next request)
             self._head_started: float | None = None
             self._head_bytes = 0
@@ -492,6 +544,8 @@ def _protocol_class(listener: WebhookServer) -> type:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return  # answered and closing: what still comes is dropped
             self._last_data = self.loop.time()
             if self._in_head:
                 if self._head_started is None:
@@ -526,7 +580,7 @@ def _protocol_class(listener: WebhookServer) -> type:
         def _answer_and_close(
             self, status: HTTPStatus, payload: dict[str, Any], outcome: str, extra: str = ""
         ) -> None:
-            if not self.transport.is_closing():
+            if not (self._lingering or self.transport.is_closing()):
                 self.transport.write(_json_response(status, payload, extra))
                 self.transport.close()
             _log_refusal(self.client[0] if self.client else "-", status.value, outcome)
@@ -538,7 +592,7 @@ def _protocol_class(listener: WebhookServer) -> type:
         def _watch(self) -> None:
             """Close connections that stopped sending; 408 for a head that takes too long in total."""
             self._watchdog = None
-            if self.transport.is_closing():
+            if self._lingering or self.transport.is_closing():
                 return
             now = self.loop.time()
             idle = listener.connection_timeout
