@@ -179,6 +179,7 @@ class WebhookApp:
         self.in_flight = 0  # requests started and not finished (after-answer work included)
         self.abandoned = 0  # requests cancelled before they finished (drain deadline passed)
         self.db_running = 0  # database calls still running in the pool
+        self._count_lock = threading.Lock()
         self._slots: asyncio.Semaphore | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -202,11 +203,13 @@ class WebhookApp:
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def run() -> T:
-            self.db_running += 1
+            with self._count_lock:
+                self.db_running += 1
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.db_running -= 1
+                with self._count_lock:
+                    self.db_running -= 1
 
         return await asyncio.get_running_loop().run_in_executor(self._get_pool(), run)
 
