@@ -44,7 +44,7 @@ def listen(
     import logging
     import sys
 
-    from services.adapters.http_listener import WEBHOOK_PATH, run_listener
+    from services.adapters.http_listener import WEBHOOK_PATH, BackgroundTask, run_listener
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -60,6 +60,9 @@ def listen(
             typer.echo(f"Listening on {server.url}{WEBHOOK_PATH} (health: {server.url}/health).")
             typer.echo("Stop with Ctrl-C or SIGTERM; requests in flight are finished first.")
 
+    # Work that lives as long as the listener: started once it accepts, stopped after it drained
+    # (one per listener, whatever --workers is); see http_listener.BackgroundTask.
+    background: list[BackgroundTask] = []
     try:
         drained = run_listener(
             container(),
@@ -67,6 +70,7 @@ def listen(
             port=port,
             on_ready=ready,
             workers=workers,
+            background=background,
             max_concurrent_requests=max_concurrent,
         )
     finally:
