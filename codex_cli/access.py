@@ -19,8 +19,10 @@ users_app = typer.Typer(
     help="Users: list with filters, show one with memberships and purchases.", no_args_is_help=True
 )
 
-UserOpt = Annotated[str, typer.Option("--user", help="The customer, by email or id.")]
-ContentOpt = Annotated[str, typer.Option("--content", help="Content id.")]
+UserOpt = Annotated[str, typer.Option("--user", metavar="EMAIL|ID", help="The customer, by email or id.")]
+ContentOpt = Annotated[
+    str, typer.Option("--content", metavar="ID|SLUG", help="The content, by id or slug (a slug needs --org).")
+]
 LimitOpt = Annotated[int, typer.Option("--limit", help="Rows per page (1-500).")]
 CursorOpt = Annotated[
     str | None, typer.Option("--cursor", help="Continue after the previous page (its next_cursor value).")
@@ -131,10 +133,15 @@ def purchases_list(
         str | None, typer.Option("--status", help="pending, completed (not refunded), failed or refunded.")
     ] = None,
     customer: Annotated[
-        str | None, typer.Option("--customer", help="Only this customer (email or id).")
+        str | None, typer.Option("--customer", metavar="EMAIL|ID", help="Only this customer (email or id).")
     ] = None,
-    content: Annotated[str | None, typer.Option("--content", help="Only this content id.")] = None,
-    org: Annotated[str | None, typer.Option("--org", help="Only this organization (slug or id).")] = None,
+    content: Annotated[
+        str | None,
+        typer.Option("--content", metavar="ID|SLUG", help="Only this content (id, or slug with --org)."),
+    ] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", metavar="ORG", help="Only this organization (slug or id).")
+    ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Only created within this long, e.g. 7d.")
     ] = None,
@@ -161,7 +168,7 @@ def purchases_list(
 
 @purchases_app.command("show")
 def purchases_show(
-    purchase_id: Annotated[str, typer.Argument(metavar="ID", help="Purchase id.")],
+    purchase_id: Annotated[str, typer.Argument(metavar="PURCHASE_ID", help="Purchase id.")],
     json_output: JsonOpt = False,
 ) -> None:
     """Show one purchase: customer (masked), content, price, Stripe ids, refund, current access."""

@@ -158,7 +158,9 @@ def load_command(name: str) -> Any:
 
     holder = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
     importlib.import_module(f"codex_cli.{COMMANDS[name][0]}").register(holder)
-    return typer.main.get_group(holder).commands[name]
+    from codex_cli.helpfmt import conventional
+
+    return conventional(typer.main.get_group(holder).commands[name])
 
 
 def main() -> None:

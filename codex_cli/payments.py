@@ -16,8 +16,15 @@ app = typer.Typer(
 
 @app.command("create")
 def create(
-    customer: Annotated[str, typer.Option("--customer", help="The customer, by email or user id.")],
-    content: Annotated[str, typer.Option("--content", help="The content id (published content only).")],
+    customer: Annotated[
+        str, typer.Option("--customer", metavar="EMAIL|ID", help="The customer, by email or user id.")
+    ],
+    content: Annotated[
+        str,
+        typer.Option(
+            "--content", metavar="ID|SLUG", help="Published content, by id or slug (a slug needs --org)."
+        ),
+    ],
     json_output: JsonOpt = False,
 ) -> None:
     """Create a pending purchase and a Checkout Session; print its URL (or grant free content)."""

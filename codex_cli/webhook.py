@@ -127,7 +127,7 @@ def events(
 
 @app.command()
 def replay(
-    event_id: Annotated[str, typer.Argument(help="Stored Stripe event id (evt_...).")],
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="Stored Stripe event id (evt_...).")],
     json_output: JsonOpt = False,
 ) -> None:
     """Re-apply a stored event through the same handler (safe: effects are idempotent)."""
