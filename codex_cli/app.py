@@ -20,6 +20,16 @@ class CodexGroup(TyperGroup):
     """The root group: loads command modules on demand (see COMMANDS) and translates service errors
     into one sentence on stderr and the mapped exit code."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # Python hands undecodable argv bytes over as lone surrogates; they would fail much later
+        # (printing, the database), so refuse them here with the argument's position.
+        for position, arg in enumerate(args, start=1):
+            if any(0xD800 <= ord(ch) <= 0xDFFF for ch in arg):
+                shown = repr(arg.encode("utf-8", "surrogateescape"))[1:]
+                typer.echo(f"Error: argument {position} ({shown}) is not valid UTF-8.", err=True)
+                raise typer.Exit(2)
+        return super().parse_args(ctx, args)
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in COMMANDS:

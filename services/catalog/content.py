@@ -34,6 +34,7 @@ from services.core.models import (
     Tag,
 )
 from services.core.money import format_money
+from services.core.patterns import MULTILINE_FORBIDDEN, ONE_LINE_FORBIDDEN
 
 if TYPE_CHECKING:
     from services.bootstrap import Container
@@ -45,9 +46,9 @@ MAX_TAG_LENGTH = 50
 MAX_PAGE = 500
 # Stripe Checkout's largest amount (99,999,999 of the smallest unit); also far inside the INTEGER column.
 MAX_PRICE_CENTS = 99_999_999
-# PostgreSQL text cannot hold NUL; other control characters only hide in a one-line field.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# PostgreSQL text cannot hold NUL; other control characters and bidi overrides only hide in a field.
+_CONTROL = re.compile(ONE_LINE_FORBIDDEN)
+_CONTROL_MULTILINE = re.compile(MULTILINE_FORBIDDEN)
 
 
 @dataclass
@@ -85,7 +86,7 @@ def _title(value: str) -> str:
     if not low <= len(title) <= high:
         raise ValidationError(f"Title must be {low} to {high} characters (got {len(title)}).")
     if _CONTROL.search(title):
-        raise ValidationError("Title must not contain control characters (tabs, newlines, NUL).")
+        raise ValidationError("Title must not contain control characters (tabs, newlines, NUL) or bidi overrides.")
     return title
 
 
@@ -95,7 +96,7 @@ def _description(value: str) -> str:
     if not low <= len(text) <= high:
         raise ValidationError(f"Description must be {low} to {high} characters (got {len(text)}).")
     if _CONTROL_MULTILINE.search(text):
-        raise ValidationError("Description must not contain control characters other than newlines and tabs.")
+        raise ValidationError("Description must not contain control characters (other than newlines and tabs) or bidi overrides.")
     return text
 
 
@@ -128,7 +129,7 @@ def _tag_names(tags: list[str]) -> dict[str, str]:
         if not name:
             continue
         if _CONTROL.search(name):
-            raise ValidationError("Tags must not contain control characters.")
+            raise ValidationError("Tags must not contain control characters or bidi overrides.")
         if len(name) > MAX_TAG_LENGTH:
             raise ValidationError(f"Tag {name[:20]!r}... is longer than {MAX_TAG_LENGTH} characters.")
         names.setdefault(_slug(name, "Tag"), name)

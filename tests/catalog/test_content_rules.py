@@ -59,6 +59,9 @@ def _created(ccli, world, *extra: str, title: str = "Morning Session") -> dict: 
         (("--title", "Two\nlines"), "Title must not contain control characters"),
         (("--description", "Has a NUL \x00 inside"), "Description must not contain control characters"),
         (("--tag", "bad\x00tag"), "Tags must not contain control characters"),
+        (("--title", "Invoice \u202egnp.exe"), "Title must not contain control characters"),
+        (("--title", "Isolated \u2066text\u2069"), "Title must not contain control characters"),
+        (("--description", "A description with \u202a embedding"), "Description must not contain"),
         (("--currency", "us1"), "three-letter code"),
     ],
 )
