@@ -80,11 +80,22 @@ def exit_code_for(exc: BaseException) -> int:
     return 1
 
 
+def _with_flag(message: str, field: str | None) -> str:
+    """Point a service error at the option that sets `field`: "... 500." -> "... 500 (--limit)."."""
+    if not field:
+        return message
+    flag = "--" + field.replace("_", "-")
+    if flag in message:
+        return message
+    body, stop = (message[:-1], message[-1]) if message[-1:] in ".!?" else (message, ".")
+    return f"{body} ({flag}){stop}"
+
+
 def _translate(exc: BaseException, state: State | None) -> tuple[int, str]:
     from services.core.errors import CodexError
 
     if isinstance(exc, CodexError):
-        return exit_code_for(exc), f"Error: {exc}"
+        return exit_code_for(exc), f"Error: {_with_flag(str(exc), getattr(exc, 'field', None))}"
     if isinstance(exc, KeyboardInterrupt):
         return 130, "Interrupted."
     from services.adapters.db import connection_error, is_connection_error
@@ -149,7 +160,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "media": ("media", "Media library: upload videos and audio to R2, presigned uploads, status."),
     "access": ("access", "Who may watch what: check access, grant complimentary access, libraries."),
     "purchases": ("access", "Purchases, newest first: list with filters, show one."),
-    "users": ("access", "Users: list with filters, show one with memberships and purchases."),
+    "users": ("access", "Users: list, show, create (customers), set-role; audited changes."),
     "email": ("email", "Email templates: list, preview, send a test, override from the database."),
     "checkout": ("payments", "Stripe Checkout: create a payment link for a customer and content."),
     "webhook": ("webhook", "Stripe webhooks: run the listener, inspect, replay, backfill, prune events."),

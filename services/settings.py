@@ -78,7 +78,7 @@ class Settings:
         return cls(codex_home=Path(str(home)).expanduser() if home else _default_home(), **values)  # type: ignore[arg-type]
 
     def checked_database_url(self) -> str:
-        """DATABASE_URL when it is a usable PostgreSQL URL; a ValidationError naming what is wrong otherwise."""
+        """DATABASE_URL if it is a usable PostgreSQL URL; else a ValidationError naming what is wrong."""
         check_database_url(self.database_url)
         return self.database_url
 
@@ -102,7 +102,7 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(VARIABLE, shown value, source) rows for `codex config`; secrets masked."""
-        from services.core.masking import mask_url, mask_secret
+        from services.core.masking import mask_secret, mask_url
 
         defaults = Settings(codex_home=self.codex_home)
         rows = []

@@ -86,7 +86,9 @@ def _title(value: str) -> str:
     if not low <= len(title) <= high:
         raise ValidationError(f"Title must be {low} to {high} characters (got {len(title)}).")
     if _CONTROL.search(title):
-        raise ValidationError("Title must not contain control characters (tabs, newlines, NUL) or bidi overrides.")
+        raise ValidationError(
+            "Title must not contain control characters (tabs, newlines, NUL) or bidi overrides."
+        )
     return title
 
 
@@ -96,7 +98,9 @@ def _description(value: str) -> str:
     if not low <= len(text) <= high:
         raise ValidationError(f"Description must be {low} to {high} characters (got {len(text)}).")
     if _CONTROL_MULTILINE.search(text):
-        raise ValidationError("Description must not contain control characters (other than newlines and tabs) or bidi overrides.")
+        raise ValidationError(
+            "Description must not contain control characters (but newlines and tabs) or bidi overrides."
+        )
     return text
 
 
@@ -116,8 +120,11 @@ def _currency(value: str) -> str:
 def _slug(value: str, what: str = "Slug") -> str:
     slug = slugify(value)
     if not slug:
-        hint = "; pass --slug" if what == "Title" else ""
-        raise ValidationError(f"{what} {value!r} has no letters or digits to make a slug from{hint}.")
+        if what == "Title":
+            raise ValidationError(
+                f"Title {value!r} has no letters or digits to make a slug from; give a slug.", field="slug"
+            )
+        raise ValidationError(f"{what} {value!r} has no letters or digits to make a slug from.")
     return slug
 
 
@@ -339,7 +346,7 @@ def list_content(
 ) -> ContentPage:
     """Live content of an organization, newest first, keyset-paginated."""
     if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"--limit must be between 1 and {MAX_PAGE}.")
+        raise ValidationError(f"The page size must be between 1 and {MAX_PAGE}.", field="limit")
     with container.uow() as uow:
         db = uow.session
         org = resolve_org(db, org_ref)
@@ -368,7 +375,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(created), uuid.UUID(raw_id)
     except ValueError:
         raise ValidationError(
-            f"Invalid --cursor {cursor!r}: pass the value a previous page printed."
+            f"Invalid cursor {cursor!r}: pass the value a previous page printed.", field="cursor"
         ) from None
 
 
@@ -422,8 +429,8 @@ def update_content(
             changes["tags"] = sorted(names.values())
         if not changes:
             raise ValidationError(
-                "Nothing to update: give at least one of --title, --description, --price-cents, "
-                "--currency, --category, --tag/--clear-tags, --slug."
+                "Nothing to update: give at least one new value (title, description, price, currency, "
+                "category, tags or slug)."
             )
         row.updated_at = datetime.now(UTC)
         record_audit(db, operator, "content.update", "content", row.id, {"organization": org.slug, **changes})

@@ -25,5 +25,7 @@ def parse_duration(text: str) -> timedelta:
     except OverflowError:
         value = MAX_DURATION + MAX_DURATION
     if value > MAX_DURATION:
-        raise ValidationError(f"Duration {text.strip()!r} is too long: at most {MAX_DURATION.days}d (100 years).")
+        raise ValidationError(
+            f"Duration {text.strip()!r} is too long: at most {MAX_DURATION.days}d (100 years)."
+        )
     return value

@@ -109,7 +109,7 @@ def test_bad_list_options_are_usage_errors(cli, session) -> None:
     for args, message in [
         (["--status", "lost"], "Unknown status 'lost'"),
         (["--since", "yesterday"], "Invalid duration"),
-        (["--limit", "0"], "--limit must be between 1 and 500"),
+        (["--limit", "0"], "The page size must be between 1 and 500 (--limit)."),
         (["--cursor", "not-a-cursor"], "Invalid cursor"),
         (["--content", "abc"], "not a content id"),
     ]:
@@ -180,4 +180,4 @@ def test_users_show_by_email_and_by_id(cli, session) -> None:
     assert data["email"] == "b***@example.com"
     assert data["purchases"] == {"pending": 0, "completed": 1, "failed": 1, "refunded": 1}
     missing = cli("users", "show", "ghost@example.com")
-    assert missing.exit_code == 3 and "g***@example.com" in missing.stderr
+    assert missing.exit_code == 3 and "User ghost@example.com not found." in missing.stderr

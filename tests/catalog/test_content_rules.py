@@ -243,8 +243,11 @@ def test_list_is_scoped_filtered_and_checks_its_options(ccli, world, session) ->
     assert [i["id"] for i in json.loads(by_id.stdout)["items"]] == [live["id"], draft["id"]]
     for args, message in [
         (("--status", "live"), "Unknown status 'live'"),
-        (("--limit", "0"), "--limit must be between 1 and 500"),
-        (("--cursor", "yesterday"), "Invalid --cursor"),
+        (("--limit", "0"), "The page size must be between 1 and 500 (--limit)."),
+        (
+            ("--cursor", "yesterday"),
+            "Invalid cursor 'yesterday': pass the value a previous page printed (--cursor).",
+        ),
     ]:
         result = ccli("content", "list", "--org", "studio", *args)
         assert result.exit_code == 2 and message in result.stderr, args
