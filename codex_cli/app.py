@@ -21,12 +21,16 @@ class CodexGroup(TyperGroup):
     into one sentence on stderr and the mapped exit code."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        # Python hands undecodable argv bytes over as lone surrogates; they would fail much later
-        # (printing, the database), so refuse them here with the argument's position.
+        # Python hands undecodable argv bytes over as lone surrogates, and a NUL (possible when
+        # called from Python) cannot be stored in PostgreSQL text; both would fail much later (printing,
+        # the database), so refuse them here with the argument's position.
         for position, arg in enumerate(args, start=1):
             if any(0xD800 <= ord(ch) <= 0xDFFF for ch in arg):
                 shown = repr(arg.encode("utf-8", "surrogateescape"))[1:]
                 typer.echo(f"Error: argument {position} ({shown}) is not valid UTF-8.", err=True)
+                raise typer.Exit(2)
+            if "\x00" in arg:
+                typer.echo(f"Error: argument {position} contains a NUL character.", err=True)
                 raise typer.Exit(2)
         return super().parse_args(ctx, args)
 
@@ -173,8 +177,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_built: dict[str, Any] = {}
+
+
 def load_command(name: str) -> Any:
-    """Import the module behind `name` and build its click command."""
+    """Import the module behind `name` and build its click command (once per process: building
+    reads every signature and type hint, and tests invoke the app hundreds of times)."""
+    if name not in _built:
+        _built[name] = _build_command(name)
+    return _built[name]
+
+
+def _build_command(name: str) -> Any:
     import importlib
 
     holder = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)

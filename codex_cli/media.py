@@ -281,7 +281,9 @@ def list_(
     include_deleted: Annotated[
         bool, typer.Option("--include-deleted", help="Also show soft-deleted items.")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")
+    ] = 100,
     json_output: JsonOpt = False,
 ) -> None:
     """List an organization's media items, newest first."""

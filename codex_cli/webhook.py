@@ -92,7 +92,9 @@ def events(
     since: Annotated[
         str | None, typer.Option("--since", help="Only events received within, e.g. 24h.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")
+    ] = 50,
     json_output: JsonOpt = False,
 ) -> None:
     """List stored webhook events, newest first."""

@@ -111,12 +111,13 @@ def test_bad_list_options_are_usage_errors(cli, session) -> None:
         (["--since", "yesterday"], "Invalid duration"),
         (["--limit", "0"], "The page size must be between 1 and 500 (--limit)."),
         (["--cursor", "not-a-cursor"], "Invalid cursor"),
-        (["--content", "abc"], "not a content id"),
     ]:
         result = cli("purchases", "list", *args)
         assert result.exit_code == 2 and message in result.stderr, (args, result.output)
     unknown = cli("purchases", "list", "--customer", "ghost@example.com")
     assert unknown.exit_code == 3
+    no_content = cli("purchases", "list", "--content", "abc")
+    assert no_content.exit_code == 3 and "Content abc not found." in no_content.stderr
 
 
 def test_purchases_show_one_purchase(cli, session) -> None:

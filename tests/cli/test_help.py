@@ -39,7 +39,8 @@ def test_every_help_screen_uses_conventional_metavars() -> None:
         assert usage.startswith(f"Usage: {path} "), usage
         # `{a|b}` is Click's choice list; `{NAME}` is Typer's required-argument placeholder.
         assert not re.search(r"\{[^}|]*\}", usage), f"{path}: {usage}"
-        for word in re.findall(r"(?:^|\s)(?:-[-\w]+)[ =]([A-Za-z_|.]+)", text, re.M):
+        # An option's help record: `  -c, --concurrency INTEGER  ...`
+        for word in re.findall(r"^  (?:-\w, )?--[-\w]+ ([^\s\[]\S*)", text, re.M):
             assert word == word.upper(), f"{path}: lower-case metavar {word!r}"
 
 
