@@ -48,7 +48,10 @@ def test_a_dotenv_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     for args in (("config",), ("users", "list")):
         result = run(*args)
         assert result.exit_code == 2, result.output
-        assert f"{tmp_path / '.env'} is not valid UTF-8 (byte 20); fix or remove that .env file." in result.stderr
+        assert (
+            f"{tmp_path / '.env'} is not valid UTF-8 (byte 20); fix or remove that .env file."
+            in result.stderr
+        )
 
 
 def test_huge_durations_are_a_sentence() -> None:
