@@ -76,7 +76,8 @@ def test_a_binary_category_file_is_refused(tmp_path: Path) -> None:
          "postgres://app@db.example.com/codex?password=***&sslmode=require"),
         ("host=db.example.com user=app password=hunter22 dbname=codex",
          "host=db.example.com user=app password=*** dbname=codex"),
-        ("host=db.example.com password='hunter 22' dbname=codex", "host=db.example.com password=*** dbname=codex"),
+        ("host=db.example.com password='hunter 22' dbname=codex",
+         "host=db.example.com password=*** dbname=codex"),
         ("postgres://u:hunter22@[::1", "<unparseable url>"),
     ],
 )  # fmt: skip
