@@ -57,7 +57,10 @@ def _created(ccli, world, *extra: str, title: str = "Morning Session") -> dict: 
         (("--price-cents", "100000000"), "Price must be a whole number of cents from 0 to 99,999,999"),
         (("--title", "Bell\x07char"), "Title must not contain control characters"),
         (("--title", "Two\nlines"), "Title must not contain control characters"),
-        (("--description", "Has an escape \x1b[2J inside"), "Description must not contain control characters"),
+        (
+            ("--description", "Has an escape \x1b[2J inside"),
+            "Description must not contain control characters",
+        ),
         (("--tag", "bad\x1btag"), "Tags must not contain control characters"),
         (("--title", "Invoice \u202egnp.exe"), "Title must not contain control characters"),
         (("--title", "Isolated \u2066text\u2069"), "Title must not contain control characters"),
