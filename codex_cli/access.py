@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from codex_cli.common import ByOpt, JsonOpt, container, print_json, print_table
+from codex_cli.common import ByOpt, JsonOpt, MaybeOrgOpt, container, print_json, print_table
 
 access_app = typer.Typer(
     help="Who may watch what: check access (exit 0/1 like grep), grant free access, show a library.",
@@ -16,11 +16,14 @@ purchases_app = typer.Typer(
     help="Purchases, newest first: list with filters, show one.", no_args_is_help=True
 )
 users_app = typer.Typer(
-    help="Users: list with filters, show one with memberships and purchases.", no_args_is_help=True
+    help="Users: list, show one with memberships and purchases, create a customer, change a role.",
+    no_args_is_help=True,
 )
 
-UserOpt = Annotated[str, typer.Option("--user", help="The customer, by email or id.")]
-ContentOpt = Annotated[str, typer.Option("--content", help="Content id.")]
+UserOpt = Annotated[str, typer.Option("--user", metavar="EMAIL|ID", help="The customer, by email or id.")]
+ContentOpt = Annotated[
+    str, typer.Option("--content", metavar="ID|SLUG", help="The content, by id or slug (a slug needs --org).")
+]
 LimitOpt = Annotated[int, typer.Option("--limit", help="Rows per page (1-500).")]
 CursorOpt = Annotated[
     str | None, typer.Option("--cursor", help="Continue after the previous page (its next_cursor value).")
@@ -43,13 +46,14 @@ def _more(next_cursor: str | None) -> None:
 def check(
     user: UserOpt,
     content: ContentOpt,
+    org: MaybeOrgOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; only the exit code.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Exit 0 when the user has access to the content (a completed, unrefunded purchase), 1 when not."""
     from services.access.entitlements import check_access_for
 
-    result = check_access_for(container(), user, content)
+    result = check_access_for(container(), user, content, org)
     if json_output:
         print_json(result)
     elif not quiet:
@@ -70,13 +74,14 @@ def grant(
     user: UserOpt,
     content: ContentOpt,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")],
+    org: MaybeOrgOpt = None,
     by: ByOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Give a user free access: a zero-price completed purchase, recorded in the audit log."""
     from services.access.entitlements import grant_access
 
-    result = grant_access(container(), user, content, reason, by)
+    result = grant_access(container(), user, content, reason, by, org)
     if json_output:
         print_json(result)
         return
@@ -131,10 +136,15 @@ def purchases_list(
         str | None, typer.Option("--status", help="pending, completed (not refunded), failed or refunded.")
     ] = None,
     customer: Annotated[
-        str | None, typer.Option("--customer", help="Only this customer (email or id).")
+        str | None, typer.Option("--customer", metavar="EMAIL|ID", help="Only this customer (email or id).")
     ] = None,
-    content: Annotated[str | None, typer.Option("--content", help="Only this content id.")] = None,
-    org: Annotated[str | None, typer.Option("--org", help="Only this organization (slug or id).")] = None,
+    content: Annotated[
+        str | None,
+        typer.Option("--content", metavar="ID|SLUG", help="Only this content (id, or slug with --org)."),
+    ] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", metavar="ORG", help="Only this organization (slug or id).")
+    ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Only created within this long, e.g. 7d.")
     ] = None,
@@ -149,6 +159,9 @@ def purchases_list(
     if json_output:
         print_json(page)
         return
+    if not page.items:
+        typer.echo("No purchases match.")
+        return
     print_table(
         ["created", "id", "status", "customer", "title", "org", "paid"],
         [
@@ -161,7 +174,7 @@ def purchases_list(
 
 @purchases_app.command("show")
 def purchases_show(
-    purchase_id: Annotated[str, typer.Argument(metavar="ID", help="Purchase id.")],
+    purchase_id: Annotated[str, typer.Argument(metavar="PURCHASE_ID", help="Purchase id.")],
     json_output: JsonOpt = False,
 ) -> None:
     """Show one purchase: customer (masked), content, price, Stripe ids, refund, current access."""
@@ -213,6 +226,9 @@ def users_list(
     if json_output:
         print_json(page)
         return
+    if not page.items:
+        typer.echo("No users match.")
+        return
     print_table(
         ["created", "id", "email", "name", "role", "verified", "purchases"],
         [
@@ -254,6 +270,53 @@ def users_show(
     typer.echo(f"{'purchases:':<14} {counts}")
     if u.spent:
         typer.echo(f"{'spent:':<14} {', '.join(u.spent)}")
+
+
+RoleOpt = Annotated[str, typer.Option("--role", metavar="ROLE", help="customer or platform_owner.")]
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option("--email", metavar="EMAIL", help="The new user's email address.")],
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="Display name.")],
+    role: RoleOpt = "customer",
+    verified: Annotated[
+        bool, typer.Option("--verified", help="Mark the email address as already verified.")
+    ] = False,
+    by: ByOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Create a user (a customer unless --role says otherwise), recorded in the audit log."""
+    from services.access.accounts import create_user
+
+    result = create_user(container(), email, name, role, verified, by)
+    if json_output:
+        print_json(result)
+        return
+    state = "verified" if result.email_verified else "not verified"
+    typer.echo(f"Created {result.role} {result.email} ({result.id}), email {state}.")
+
+
+@users_app.command("set-role")
+def users_set_role(
+    ref: Annotated[str, typer.Argument(metavar="EMAIL|ID", help="The user's email or id.")],
+    role: Annotated[
+        str, typer.Argument(metavar="ROLE", help="customer or platform_owner.", show_default=False)
+    ],
+    by: ByOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Change a user's role (customer or platform_owner), recorded in the audit log."""
+    from services.access.accounts import set_role
+
+    result = set_role(container(), ref, role, by)
+    if json_output:
+        print_json(result)
+        return
+    if not result.changed:
+        typer.echo(f"{result.email} is already a {result.role}; nothing changed.")
+        return
+    typer.echo(f"{result.email} is now a {result.role} (was {result.previous_role}).")
 
 
 def register(root: typer.Typer) -> None:

@@ -20,6 +20,20 @@ class CodexGroup(TyperGroup):
     """The root group: loads command modules on demand (see COMMANDS) and translates service errors
     into one sentence on stderr and the mapped exit code."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # Python hands undecodable argv bytes over as lone surrogates, and a NUL (possible when
+        # called from Python) cannot be stored in PostgreSQL text; both would fail much later (printing,
+        # the database), so refuse them here with the argument's position.
+        for position, arg in enumerate(args, start=1):
+            if any(0xD800 <= ord(ch) <= 0xDFFF for ch in arg):
+                shown = repr(arg.encode("utf-8", "surrogateescape"))[1:]
+                typer.echo(f"Error: argument {position} ({shown}) is not valid UTF-8.", err=True)
+                raise typer.Exit(2)
+            if "\x00" in arg:
+                typer.echo(f"Error: argument {position} contains a NUL character.", err=True)
+                raise typer.Exit(2)
+        return super().parse_args(ctx, args)
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in COMMANDS:
@@ -70,11 +84,22 @@ def exit_code_for(exc: BaseException) -> int:
     return 1
 
 
+def _with_flag(message: str, field: str | None) -> str:
+    """Point a service error at the option that sets `field`: "... 500." -> "... 500 (--limit)."."""
+    if not field:
+        return message
+    flag = "--" + field.replace("_", "-")
+    if flag in message:
+        return message
+    body, stop = (message[:-1], message[-1]) if message[-1:] in ".!?" else (message, ".")
+    return f"{body} ({flag}){stop}"
+
+
 def _translate(exc: BaseException, state: State | None) -> tuple[int, str]:
     from services.core.errors import CodexError
 
     if isinstance(exc, CodexError):
-        return exit_code_for(exc), f"Error: {exc}"
+        return exit_code_for(exc), f"Error: {_with_flag(str(exc), getattr(exc, 'field', None))}"
     if isinstance(exc, KeyboardInterrupt):
         return 130, "Interrupted."
     from services.adapters.db import connection_error, is_connection_error
@@ -139,7 +164,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "media": ("media", "Media library: upload videos and audio to R2, presigned uploads, status."),
     "access": ("access", "Who may watch what: check access, grant complimentary access, libraries."),
     "purchases": ("access", "Purchases, newest first: list with filters, show one."),
-    "users": ("access", "Users: list with filters, show one with memberships and purchases."),
+    "users": ("access", "Users: list, show, create (customers), set-role; audited changes."),
     "email": ("email", "Email templates: list, preview, send a test, override from the database."),
     "checkout": ("payments", "Stripe Checkout: create a payment link for a customer and content."),
     "webhook": ("webhook", "Stripe webhooks: run the listener, inspect, replay, backfill, prune events."),
@@ -152,13 +177,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_built: dict[str, Any] = {}
+
+
 def load_command(name: str) -> Any:
-    """Import the module behind `name` and build its click command."""
+    """Import the module behind `name` and build its click command (once per process: building
+    reads every signature and type hint, and tests invoke the app hundreds of times)."""
+    if name not in _built:
+        _built[name] = _build_command(name)
+    return _built[name]
+
+
+def _build_command(name: str) -> Any:
     import importlib
 
     holder = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
     importlib.import_module(f"codex_cli.{COMMANDS[name][0]}").register(holder)
-    return typer.main.get_group(holder).commands[name]
+    from codex_cli.helpfmt import conventional
+
+    return conventional(typer.main.get_group(holder).commands[name])
 
 
 def main() -> None:

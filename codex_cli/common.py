@@ -24,10 +24,16 @@ YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts and cron).")
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Only report what would happen; change nothing.")]
-OrgOpt = Annotated[str, typer.Option("--org", help="Organization, by slug or id.")]
+OrgOpt = Annotated[str, typer.Option("--org", metavar="ORG", help="Organization, by slug or id.")]
+MaybeOrgOpt = Annotated[
+    str | None,
+    typer.Option("--org", metavar="ORG", help="Organization (slug or id); needed with a content slug."),
+]
 ByOpt = Annotated[
     str | None,
-    typer.Option("--by", help="Operator email (a platform_owner); defaults to CODEX_OPERATOR_EMAIL."),
+    typer.Option(
+        "--by", metavar="EMAIL", help="Operator email (a platform_owner); defaults to CODEX_OPERATOR_EMAIL."
+    ),
 ]
 
 

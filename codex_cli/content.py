@@ -104,6 +104,9 @@ def list_(
     if json_output:
         print_json({"items": page.items, "next_cursor": page.next_cursor})
         return
+    if not page.items:
+        typer.echo("No content matches.")
+        return
     print_table(
         ["ID", "SLUG", "TITLE", "STATUS", "PRICE", "CATEGORY"],
         [[v.id, v.slug, v.title, v.status, v.price, v.category] for v in page.items],

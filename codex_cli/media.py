@@ -32,7 +32,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-MediaIdArg = Annotated[str, typer.Argument(help="Media item id (UUID).", show_default=False)]
+MediaIdArg = Annotated[
+    str, typer.Argument(metavar="MEDIA_ID", help="Media item id (UUID).", show_default=False)
+]
 ExpiresOpt = Annotated[
     int, typer.Option("--expires", min=1, help="Lifetime of the presigned URL in seconds (max 604800).")
 ]
@@ -132,7 +134,9 @@ class _RichListener:
 
 @app.command()
 def upload(
-    paths: Annotated[list[Path], typer.Argument(help="Video or audio files.", show_default=False)],
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Video or audio files.", show_default=False)
+    ],
     org: OrgOpt,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, max=64, help="Parallel transfers (files and parts).")
@@ -277,7 +281,9 @@ def list_(
     include_deleted: Annotated[
         bool, typer.Option("--include-deleted", help="Also show soft-deleted items.")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")
+    ] = 100,
     json_output: JsonOpt = False,
 ) -> None:
     """List an organization's media items, newest first."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from codex_cli.common import JsonOpt, container, print_json
+from codex_cli.common import JsonOpt, MaybeOrgOpt, container, print_json
 
 app = typer.Typer(
     help="Stripe Checkout: create a payment link for a customer and a piece of content.",
@@ -16,14 +16,22 @@ app = typer.Typer(
 
 @app.command("create")
 def create(
-    customer: Annotated[str, typer.Option("--customer", help="The customer, by email or user id.")],
-    content: Annotated[str, typer.Option("--content", help="The content id (published content only).")],
+    customer: Annotated[
+        str, typer.Option("--customer", metavar="EMAIL|ID", help="The customer, by email or user id.")
+    ],
+    content: Annotated[
+        str,
+        typer.Option(
+            "--content", metavar="ID|SLUG", help="Published content, by id or slug (a slug needs --org)."
+        ),
+    ],
+    org: MaybeOrgOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Create a pending purchase and a Checkout Session; print its URL (or grant free content)."""
     from services.payments.checkout import create_checkout
 
-    result = create_checkout(container(), customer, content)
+    result = create_checkout(container(), customer, content, org)
     if json_output:
         print_json(result)
         return

@@ -25,7 +25,9 @@ def reconcile(
     ] = "15m",
     dry_run: DryRunOpt = False,
     json_output: JsonOpt = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N pending purchases.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=1_000_000, help="At most N pending purchases.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print details even when clean.")] = False,
 ) -> None:
     """Find and fix purchases that drifted from Stripe; exit 4 when something needs a person."""

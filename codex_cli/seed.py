@@ -16,7 +16,7 @@ app = typer.Typer(
 
 @app.command()
 def owner(
-    email: Annotated[str, typer.Option("--email", help="The owner's email address.")],
+    email: Annotated[str, typer.Option("--email", metavar="EMAIL", help="The owner's email address.")],
     name: Annotated[str, typer.Option("--name", help="The owner's display name.")],
     org_name: Annotated[
         str | None, typer.Option("--org-name", help="Organization name (default Codex).")

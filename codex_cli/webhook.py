@@ -97,7 +97,9 @@ def events(
     since: Annotated[
         str | None, typer.Option("--since", help="Only events received within, e.g. 24h.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")
+    ] = 50,
     json_output: JsonOpt = False,
 ) -> None:
     """List stored webhook events, newest first."""
@@ -132,7 +134,7 @@ def events(
 
 @app.command()
 def replay(
-    event_id: Annotated[str, typer.Argument(help="Stored Stripe event id (evt_...).")],
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="Stored Stripe event id (evt_...).")],
     json_output: JsonOpt = False,
 ) -> None:
     """Re-apply a stored event through the same handler (safe: effects are idempotent)."""

@@ -28,7 +28,7 @@ class Container:
         from services.adapters.db import embedded_url, normalize_url
 
         if self.settings.database_url:
-            return normalize_url(self.settings.database_url)
+            return normalize_url(self.settings.checked_database_url())
         return normalize_url(embedded_url(self.settings.codex_home))
 
     @cached_property

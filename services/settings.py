@@ -58,7 +58,19 @@ class Settings:
         if path.is_file():
             from dotenv import dotenv_values
 
-            env.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+            try:
+                values_in_file = dotenv_values(path, encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                from services.core.errors import ValidationError
+
+                raise ValidationError(
+                    f"{path} is not valid UTF-8 (byte {exc.start + 1}); fix or remove that .env file."
+                ) from None
+            except OSError as exc:
+                from services.core.errors import ValidationError
+
+                raise ValidationError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+            env.update({k: v for k, v in values_in_file.items() if v is not None})
         env.update(os.environ if environ is None else environ)
         values: dict[str, object] = {}
         for f in fields(cls):
@@ -67,6 +79,11 @@ class Settings:
                 values[f.name] = raw
         home = values.pop("codex_home", None)
         return cls(codex_home=Path(str(home)).expanduser() if home else _default_home(), **values)  # type: ignore[arg-type]
+
+    def checked_database_url(self) -> str:
+        """DATABASE_URL if it is a usable PostgreSQL URL; else a ValidationError naming what is wrong."""
+        check_database_url(self.database_url)
+        return self.database_url
 
     def operator_email(self, by: str | None = None) -> str | None:
         """Who runs an audited operator action: `--by` if given, else CODEX_OPERATOR_EMAIL (None if neither).
@@ -135,3 +152,37 @@ class Settings:
         if not self.stripe_secret_key:
             parts["payments"] = "not configured (Stripe commands fail until STRIPE_SECRET_KEY is set)"
         return parts
+
+
+_URL_SCHEMES = ("postgres://", "postgresql://", "postgresql+psycopg://")
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a DATABASE_URL we cannot use with one sentence (the password never appears in it)."""
+    from urllib.parse import urlsplit
+
+    from services.core.errors import ValidationError
+    from services.core.masking import mask_url
+
+    if not url:
+        return
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in url):
+        raise ValidationError("DATABASE_URL contains control characters or bytes that are not UTF-8.")
+    if "://" not in url:
+        raise ValidationError(
+            "DATABASE_URL must be a postgresql:// URL (postgresql://USER:PASSWORD@HOST:PORT/DB); "
+            "libpq keyword strings like 'host=... dbname=...' are not supported."
+        )
+    if not url.startswith(_URL_SCHEMES):
+        scheme = url.split("://", 1)[0]
+        raise ValidationError(
+            f"DATABASE_URL uses {scheme!r}; codex needs PostgreSQL: postgresql://USER:PASSWORD@HOST:PORT/DB."
+        )
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        reason = str(exc).rstrip(".")
+        raise ValidationError(f"DATABASE_URL {mask_url(url)} is malformed: {reason}.") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValidationError(f"DATABASE_URL {mask_url(url)} names no host.")

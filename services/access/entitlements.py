@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.core.audit import record_audit
 from services.core.errors import Conflict, NotFound, ValidationError
-from services.core.lookup import parse_uuid, resolve_operator, resolve_user
+from services.core.lookup import resolve_content, resolve_operator, resolve_user
 from services.core.masking import mask_email
 from services.core.models import (
     Category,
@@ -235,14 +235,12 @@ def purchase_state(purchase: ContentPurchase) -> str:
     return "refunded" if purchase.refunded_at is not None else PurchaseStatus(purchase.status).value
 
 
-def _content(session: Any, content_ref: str, lock: bool = False) -> Content:
-    content_id = parse_uuid(content_ref, "content id")
-    query = select(Content).where(Content.id == content_id, Content.deleted_at.is_(None))
+def _content(session: Any, content_ref: str, org_ref: str | None = None, lock: bool = False) -> Content:
+    content = resolve_content(session, content_ref, org_ref)
     if lock:
-        query = query.with_for_update()
-    content = session.scalars(query).first()
-    if content is None:
-        raise NotFound(f"Content {content_id} not found.")
+        session.refresh(content, with_for_update=True)
+        if content.deleted_at is not None:
+            raise NotFound(f"Content {content_ref.strip()} not found.")
     return content
 
 
@@ -260,12 +258,14 @@ class AccessCheck:
     reason: str
 
 
-def check_access_for(container: Container, user_ref: str, content_ref: str) -> AccessCheck:
+def check_access_for(
+    container: Container, user_ref: str, content_ref: str, org_ref: str | None = None
+) -> AccessCheck:
     """Does this user (email or id) have access to this content, and why (not)?"""
     with container.uow() as uow:
         session = uow.session
         user = resolve_user(session, user_ref)
-        content = _content(session, content_ref)
+        content = _content(session, content_ref, org_ref)
         granted = has_access(session, user.id, content.id)
         latest = session.scalars(
             select(ContentPurchase)
@@ -323,7 +323,12 @@ class Grant:
 
 
 def grant_access(
-    container: Container, user_ref: str, content_ref: str, reason: str, by: str | None = None
+    container: Container,
+    user_ref: str,
+    content_ref: str,
+    reason: str,
+    by: str | None = None,
+    org_ref: str | None = None,
 ) -> Grant:
     """Give a user free access: a zero-price completed purchase, audited, in one transaction.
 
@@ -331,13 +336,13 @@ def grant_access(
     """
     reason = (reason or "").strip()
     if not reason:
-        raise ValidationError("Give a reason for the grant with --reason (it goes to the audit log).")
+        raise ValidationError("Give a reason for the grant (it goes to the audit log).", field="reason")
     with container.uow() as uow:
         session = uow.session
         operator = resolve_operator(session, container.settings.operator_email(by))
         user = resolve_user(session, user_ref)
         # Lock the content row so a concurrent delete or a second grant waits for this one.
-        content = _content(session, content_ref, lock=True)
+        content = _content(session, content_ref, org_ref, lock=True)
         live = session.scalars(
             select(ContentPurchase).where(
                 ContentPurchase.customer_id == user.id,

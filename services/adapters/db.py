@@ -105,6 +105,7 @@ def is_connection_error(exc: BaseException) -> bool:
         for marker in (
             "connection",
             "could not translate host",
+            "failed to resolve host",
             "password authentication",
             "timeout expired",
             "no such file or directory",

@@ -60,9 +60,11 @@ def _resolve(script: ScriptDirectory, rev: str) -> str:
 
     if rev in ("head", "base", "heads"):
         return rev
+    if not rev.strip():
+        raise ValidationError("Give a revision: head, base or an id that `codex db status` lists.")
     try:
         found = script.get_revision(rev)
-    except CommandError as exc:
+    except (CommandError, ValueError) as exc:
         raise ValidationError(f"Unknown revision {rev!r}: {exc}") from None
     if found is None:
         raise ValidationError(f"Unknown revision {rev!r}; `codex db status` lists the known ones.")

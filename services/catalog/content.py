@@ -35,6 +35,7 @@ from services.core.models import (
     Tag,
 )
 from services.core.money import format_money
+from services.core.patterns import MULTILINE_FORBIDDEN, ONE_LINE_FORBIDDEN
 
 if TYPE_CHECKING:
     from services.bootstrap import Container
@@ -46,9 +47,9 @@ MAX_TAG_LENGTH = 50
 MAX_PAGE = 500
 # Stripe Checkout's largest amount (99,999,999 of the smallest unit); also far inside the INTEGER column.
 MAX_PRICE_CENTS = 99_999_999
-# PostgreSQL text cannot hold NUL; other control characters only hide in a one-line field.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# PostgreSQL text cannot hold NUL; other control characters and bidi overrides only hide in a field.
+_CONTROL = re.compile(ONE_LINE_FORBIDDEN)
+_CONTROL_MULTILINE = re.compile(MULTILINE_FORBIDDEN)
 
 
 @dataclass
@@ -86,7 +87,9 @@ def _title(value: str) -> str:
     if not low <= len(title) <= high:
         raise ValidationError(f"Title must be {low} to {high} characters (got {len(title)}).")
     if _CONTROL.search(title):
-        raise ValidationError("Title must not contain control characters (tabs, newlines, NUL).")
+        raise ValidationError(
+            "Title must not contain control characters (tabs, newlines, NUL) or bidi overrides."
+        )
     return title
 
 
@@ -96,7 +99,9 @@ def _description(value: str) -> str:
     if not low <= len(text) <= high:
         raise ValidationError(f"Description must be {low} to {high} characters (got {len(text)}).")
     if _CONTROL_MULTILINE.search(text):
-        raise ValidationError("Description must not contain control characters other than newlines and tabs.")
+        raise ValidationError(
+            "Description must not contain control characters (but newlines and tabs) or bidi overrides."
+        )
     return text
 
 
@@ -116,8 +121,11 @@ def _currency(value: str) -> str:
 def _slug(value: str, what: str = "Slug") -> str:
     slug = slugify(value)
     if not slug:
-        hint = "; pass --slug" if what == "Title" else ""
-        raise ValidationError(f"{what} {value!r} has no letters or digits to make a slug from{hint}.")
+        if what == "Title":
+            raise ValidationError(
+                f"Title {value!r} has no letters or digits to make a slug from; give a slug.", field="slug"
+            )
+        raise ValidationError(f"{what} {value!r} has no letters or digits to make a slug from.")
     return slug
 
 
@@ -129,7 +137,7 @@ def _tag_names(tags: list[str]) -> dict[str, str]:
         if not name:
             continue
         if _CONTROL.search(name):
-            raise ValidationError("Tags must not contain control characters.")
+            raise ValidationError("Tags must not contain control characters or bidi overrides.")
         if len(name) > MAX_TAG_LENGTH:
             raise ValidationError(f"Tag {name[:20]!r}... is longer than {MAX_TAG_LENGTH} characters.")
         names.setdefault(_slug(name, "Tag"), name)
@@ -340,7 +348,7 @@ def list_content(
 ) -> ContentPage:
     """Live content of an organization, newest first, keyset-paginated."""
     if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"--limit must be between 1 and {MAX_PAGE}.")
+        raise ValidationError(f"The page size must be between 1 and {MAX_PAGE}.", field="limit")
     with container.uow() as uow:
         db = uow.session
         org = resolve_org(db, org_ref)
@@ -369,7 +377,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(created), uuid.UUID(raw_id)
     except ValueError:
         raise ValidationError(
-            f"Invalid --cursor {cursor!r}: pass the value a previous page printed."
+            f"Invalid cursor {cursor!r}: pass the value a previous page printed.", field="cursor"
         ) from None
 
 
@@ -425,8 +433,8 @@ def update_content(
             changes["tags"] = sorted(names.values())
         if not changes:
             raise ValidationError(
-                "Nothing to update: give at least one of --title, --description, --price-cents, "
-                "--currency, --category, --tag/--clear-tags, --slug."
+                "Nothing to update: give at least one new value (title, description, price, currency, "
+                "category, tags or slug)."
             )
         row.updated_at = datetime.now(UTC)
         record_audit(db, operator, "content.update", "content", row.id, {"organization": org.slug, **changes})

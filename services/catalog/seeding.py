@@ -218,6 +218,10 @@ def load_category_file(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValidationError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"{path} is not a text file (not valid UTF-8 at byte {exc.start + 1}); give a YAML or JSON list."
+        ) from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -8,7 +8,9 @@ from datetime import timedelta
 from services.core.errors import ValidationError
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_PATTERN = re.compile(r"^\s*(\d{1,18})\s*([smhdw])\s*$", re.ASCII)
+# Far beyond any retention or window we use, and far inside what `now - duration` can hold.
+MAX_DURATION = timedelta(days=36500)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -18,4 +20,12 @@ def parse_duration(text: str) -> timedelta:
         raise ValidationError(
             f"Invalid duration {text!r}: write a number and a unit, like 30s, 15m, 24h or 7d."
         )
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        value = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        value = MAX_DURATION + MAX_DURATION
+    if value > MAX_DURATION:
+        raise ValidationError(
+            f"Duration {text.strip()!r} is too long: at most {MAX_DURATION.days}d (100 years)."
+        )
+    return value

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class CodexError(Exception):
-    """Base of every error the service layer raises on purpose. The message is for a person."""
+    """Base of every error the service layer raises on purpose. The message is for a person.
+
+    `field` names the service parameter the error is about (`limit`, `org`, `override_window`), so an
+    entry point can point at its own way of setting it (the CLI adds `(--limit)`); services never name
+    command-line flags themselves."""
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ValidationError(CodexError):

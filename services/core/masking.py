@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -15,29 +16,40 @@ def mask_email(email: str | None) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+# A secret shorter than this is shown as stars only: its last 4 characters would be too much of it.
+SHOW_TAIL_FROM = 20
+
+
 def mask_secret(value: str | None) -> str:
-    """Show only enough of a key to recognise it: `sk_test_…4242`."""
+    """Show at most the last 4 characters of a long key (`****…4242`); a short one not at all."""
     if not value:
         return ""
-    if len(value) <= 8:
+    if len(value) < SHOW_TAIL_FROM:
         return "****"
-    prefix = value[:8] if value.startswith(("sk_", "rk_", "whsec_", "re_")) else ""
-    return f"{prefix}…{value[-4:]}"
+    return f"****…{value[-4:]}"
+
+
+# `password=...` in a libpq keyword string or a URL query (a quoted value may hold spaces).
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
 
 
 def mask_url(url: str | None) -> str:
-    """Hide the password of a connection URL: `postgresql://user:***@host/db`."""
+    """Hide the password of a connection string in every form: `postgresql://user:***@host/db`, a
+    `?password=***` query parameter, a libpq keyword string (`host=h password=***`); a URL that cannot
+    be parsed is not shown at all."""
     if not url:
         return ""
+    if "://" not in url:
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if not parts.password:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc[-1]}"))
+    return _KEYWORD_PASSWORD.sub(r"\1***", url)
 
 
 def url_target(url: str) -> str:

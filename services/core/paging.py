@@ -37,7 +37,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
-        raise ValidationError(f"--limit must be between 1 and {MAX_LIMIT}.")
+        raise ValidationError(f"The page size must be between 1 and {MAX_LIMIT}.", field="limit")
     return limit
 
 

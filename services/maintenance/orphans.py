@@ -186,7 +186,7 @@ def cleanup_orphans(
     lists them through it). Another run holding the lock makes this one return with `locked_out`.
     """
     if older_than < timedelta(0):
-        raise ValidationError("--older-than must not be negative.")
+        raise ValidationError("The age must not be negative.", field="older_than")
     if not 1 <= batch_size <= DELETE_BATCH:
         raise ValidationError(f"The delete batch must hold 1 to {DELETE_BATCH} keys.")
     now = now or datetime.now(UTC)

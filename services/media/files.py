@@ -7,40 +7,19 @@ of audio, checked before a byte is sent.
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from services.core import r2keys
 from services.core.errors import ValidationError
 from services.core.units import format_bytes
-
-if TYPE_CHECKING:
-    pass
-
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 VIDEO_MAX_BYTES = 5 * GiB
 AUDIO_MAX_BYTES = 500 * MiB
 
-# Signatures of common media containers and of formats we must refuse even with a media extension.
-_EXTRA_TYPES = {
-    ".mkv": "video/x-matroska",
-    ".m4a": "audio/mp4",
-    ".m4v": "video/x-m4v",
-    ".flac": "audio/flac",
-    ".opus": "audio/ogg",
-    ".aac": "audio/aac",
-    ".webm": "video/webm",
-    ".mov": "video/quicktime",
-    ".mp3": "audio/mpeg",
-    ".wav": "audio/wav",
-    ".ogg": "audio/ogg",
-    ".oga": "audio/ogg",
-    ".ogv": "video/ogg",
-}
+# Formats we name when refusing them (a PDF, an image, an archive, an executable).
 _NOT_MEDIA_MAGIC = (
     (b"%PDF", "a PDF document"),
     (b"\x89PNG", "a PNG image"),
@@ -67,6 +46,25 @@ class MediaFile:
 # ------------------------------------------------------------------------------------ file checks
 
 
+# The extension stored for each detected type (`original.{ext}`), and the other extensions a file of
+# that type may keep (`.m4v` for MP4 video, `.oga` for Ogg audio).
+CANONICAL_EXT = {
+    "video/mp4": ("mp4", {"m4v"}),
+    "video/3gpp": ("3gp", set()),
+    "video/quicktime": ("mov", {"qt"}),
+    "video/webm": ("webm", set()),
+    "video/x-matroska": ("mkv", set()),
+    "video/x-msvideo": ("avi", set()),
+    "video/ogg": ("ogv", set()),
+    "audio/mp4": ("m4a", {"m4b", "mp4"}),
+    "audio/wav": ("wav", {"wave"}),
+    "audio/mpeg": ("mp3", set()),
+    "audio/flac": ("flac", set()),
+    "audio/ogg": ("ogg", {"oga", "opus"}),
+}
+SUPPORTED = "MP4, QuickTime, 3GP, WebM, Matroska, AVI, Ogg, WAV, MP3 or FLAC"
+
+
 def _sniff(path: Path) -> tuple[str | None, str | None]:
     """(media mime type, description of a non-media format) from the first bytes of the file."""
     with open(path, "rb") as fh:
@@ -80,25 +78,31 @@ def _sniff(path: Path) -> tuple[str | None, str | None]:
             return "audio/mp4", None
         if brand == b"qt  ":
             return "video/quicktime", None
+        if brand.startswith(b"3g"):
+            return "video/3gpp", None
         return "video/mp4", None
+    if head[4:8] in (b"moov", b"mdat"):
+        return "video/quicktime", None
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return ("video/webm" if b"webm" in head else "video/x-matroska"), None
     if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
         return "audio/wav", None
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
         return "video/x-msvideo", None
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF2):
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
         return "audio/mpeg", None
     if head.startswith(b"fLaC"):
         return "audio/flac", None
     if head.startswith(b"OggS"):
-        return "audio/ogg", None
+        return ("video/ogg" if b"\x80theora" in head else "audio/ogg"), None
     return None, None
 
 
-def _guess_by_name(name: str) -> str | None:
-    ext = Path(name).suffix.lower()
-    return _EXTRA_TYPES.get(ext) or mimetypes.guess_type(name, strict=False)[0]
+def stored_extension(mime: str, name: str) -> str:
+    """The file's own extension when it agrees with the detected type, else the type's usual one."""
+    canonical, aliases = CANONICAL_EXT[mime]
+    ext = Path(name).suffix.lower().lstrip(".")
+    return ext if ext == canonical or ext in aliases else canonical
 
 
 def media_kind(mime: str) -> str | None:
@@ -115,38 +119,47 @@ def check_limits(media_type: str, size: int, name: str) -> None:
 
 
 def inspect_file(path: Path) -> MediaFile:
-    """Type and size checks for one file, done before any byte is sent."""
+    """Type and size checks for one file, done before any byte is sent.
+
+    The first bytes decide the type, whatever the name says; a symlink is followed only to a regular
+    file (never to a device, a FIFO or a directory), whose bytes are then checked like any other."""
+    import stat
+
     name = path.name
-    if not path.exists():
-        raise ValidationError(f"{path} does not exist.")
-    if not path.is_file():
-        raise ValidationError(f"{path} is not a regular file.")
-    size = path.stat().st_size
+    try:
+        info = path.stat()  # follows symlinks
+    except FileNotFoundError:
+        kind = "is a broken symlink" if path.is_symlink() else "does not exist"
+        raise ValidationError(f"{path} {kind}.") from None
+    except OSError as exc:
+        raise ValidationError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if not stat.S_ISREG(info.st_mode):
+        target = " (a symlink to something that is not a regular file)" if path.is_symlink() else ""
+        raise ValidationError(f"{path} is not a regular file{target}.")
+    size = info.st_size
     if size == 0:
         raise ValidationError(f"{name} is empty.")
-    sniffed, not_media = _sniff(path)
+    try:
+        sniffed, not_media = _sniff(path)
+    except OSError as exc:
+        raise ValidationError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     if not_media:
         raise ValidationError(f"{name} is {not_media}, not a video or audio file.")
-    by_name = _guess_by_name(name)
-    mime = by_name if by_name and media_kind(by_name) else sniffed
-    if not mime or not media_kind(mime):
-        shown = by_name or "unknown type"
-        raise ValidationError(f"{name} is not a video or audio file ({shown}).")
-    media_type = media_kind(mime)
+    if sniffed is None:
+        raise ValidationError(
+            f"{name} is not a video or audio file: its first bytes are not {SUPPORTED} "
+            "(the name does not count)."
+        )
+    media_type = media_kind(sniffed)
     assert media_type is not None
     check_limits(media_type, size, name)
-    try:
-        ext = r2keys.file_extension(name)
-    except ValidationError:
-        guessed = mimetypes.guess_extension(mime, strict=False) or ".bin"
-        ext = guessed.lstrip(".")
     return MediaFile(
         path=path,
         filename=r2keys.sanitize_filename(name),
-        mime_type=mime,
+        mime_type=sniffed,
         media_type=media_type,
         size=size,
-        ext=ext,
+        ext=stored_extension(sniffed, name),
     )
 
 

@@ -154,9 +154,11 @@ def list_media(
     from services.core.models import MediaItem, MediaStatus
 
     if status is not None and status not in _TRANSITIONS:
-        raise ValidationError(f"--status must be one of {', '.join(_TRANSITIONS)}, not {status!r}.")
+        raise ValidationError(
+            f"The status must be one of {', '.join(_TRANSITIONS)}, not {status!r}.", field="status"
+        )
     if limit < 1:
-        raise ValidationError("--limit must be at least 1.")
+        raise ValidationError("The page size must be at least 1.", field="limit")
     with container.uow() as uow:
         org = resolve_org(uow.session, org_ref)
         query = select(MediaItem).where(MediaItem.organization_id == org.id)
@@ -218,7 +220,9 @@ def media_url(container: Container, media_ref: str, expires: int = DEFAULT_EXPIR
     from services.core.models import MediaItem
 
     if not 1 <= expires <= MAX_URL_EXPIRES:
-        raise ValidationError(f"--expires must be between 1 and {MAX_URL_EXPIRES} seconds.")
+        raise ValidationError(
+            f"The URL lifetime must be between 1 and {MAX_URL_EXPIRES} seconds.", field="expires"
+        )
     media_id = parse_uuid(media_ref, "media id")
     with container.uow() as uow:
         row = uow.session.get(MediaItem, media_id)

@@ -46,7 +46,9 @@ def presign_upload(
     mime = _check_mime(content_type)
     ext = r2keys.file_extension(filename)
     if not 1 <= expires <= MAX_URL_EXPIRES:
-        raise ValidationError(f"--expires must be between 1 and {MAX_URL_EXPIRES} seconds.")
+        raise ValidationError(
+            f"The URL lifetime must be between 1 and {MAX_URL_EXPIRES} seconds.", field="expires"
+        )
     with container.uow() as uow:
         org_id = resolve_org(uow.session, org_ref).id
     media_id = uuid.uuid4()
@@ -76,7 +78,7 @@ def complete_upload(
     media_type = media_kind(mime)
     assert media_type is not None
     if size <= 0:
-        raise ValidationError("--size must be a positive number of bytes.")
+        raise ValidationError("The size must be a positive number of bytes.", field="size")
     check_limits(media_type, size, filename)
     ext = r2keys.file_extension(filename)
     with container.uow() as uow:
@@ -90,7 +92,7 @@ def complete_upload(
         raise ExternalServiceError(f"File upload not completed: nothing at {key}.")
     if info.size != size:
         raise ExternalServiceError(
-            f"File upload not completed: the object has {info.size} bytes, --size says {size}."
+            f"File upload not completed: the object has {info.size} bytes, not the {size} given."
         )
     digest = info.metadata.get(SHA256_METADATA)
     f = MediaFile(

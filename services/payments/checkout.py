@@ -46,15 +46,17 @@ class CheckoutResult:
 # --- checkout -------------------------------------------------------------------------------------
 
 
-def create_checkout(container: Container, customer_ref: str, content_id: str) -> CheckoutResult:
+def create_checkout(
+    container: Container, customer_ref: str, content_id: str, org_ref: str | None = None
+) -> CheckoutResult:
     """Start buying `content_id` for a customer (email or id): a Checkout Session URL, or free access.
 
     The pending purchase is committed before Stripe is called, so a paid session always has a row to
     complete; the partial unique index on live purchases decides between two concurrent calls.
     """
-    from services.core.lookup import parse_uuid, resolve_user
+    from services.core.lookup import content_id_for, resolve_user
 
-    content_uuid = parse_uuid(content_id, "content id")
+    content_uuid = content_id_for(container, content_id, org_ref)
     with container.uow() as uow:
         db = uow.session
         customer = resolve_user(db, customer_ref)

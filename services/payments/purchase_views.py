@@ -16,7 +16,7 @@ from sqlalchemy.orm import aliased
 from services.access.entitlements import has_access, purchase_state, shown_email
 from services.core.durations import parse_duration
 from services.core.errors import NotFound, ValidationError
-from services.core.lookup import parse_uuid, resolve_org, resolve_user
+from services.core.lookup import parse_uuid, resolve_content, resolve_org, resolve_user
 from services.core.masking import mask_email
 from services.core.models import (
     Content,
@@ -91,7 +91,9 @@ def list_purchases(
         if customer:
             query = query.where(ContentPurchase.customer_id == resolve_user(session, customer).id)
         if content:
-            query = query.where(ContentPurchase.content_id == parse_uuid(content, "content id"))
+            query = query.where(
+                ContentPurchase.content_id == resolve_content(session, content, org, False).id
+            )
         if org:
             query = query.where(ContentPurchase.organization_id == resolve_org(session, org).id)
         if since:

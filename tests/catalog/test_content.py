@@ -224,7 +224,7 @@ def test_update_and_list_with_pagination(ccli, world, session) -> None:
 
 def test_a_title_without_slug_characters_needs_an_explicit_slug(ccli, world) -> None:
     refused = _create(ccli, world, title="日本語のビデオ")
-    assert refused.exit_code == 2 and "pass --slug" in refused.stderr
+    assert refused.exit_code == 2 and "give a slug (--slug)." in refused.stderr
     created = _create(ccli, world, "--slug", "Nihongo Video", "--json", title="日本語のビデオ")
     assert created.exit_code == 0, created.output
     assert json.loads(created.stdout)["slug"] == "nihongo-video"

@@ -55,10 +55,16 @@ def _created(ccli, world, *extra: str, title: str = "Morning Session") -> dict: 
     ("args", "message"),
     [
         (("--price-cents", "100000000"), "Price must be a whole number of cents from 0 to 99,999,999"),
-        (("--title", "Null\x00byte"), "Title must not contain control characters"),
+        (("--title", "Bell\x07char"), "Title must not contain control characters"),
         (("--title", "Two\nlines"), "Title must not contain control characters"),
-        (("--description", "Has a NUL \x00 inside"), "Description must not contain control characters"),
-        (("--tag", "bad\x00tag"), "Tags must not contain control characters"),
+        (
+            ("--description", "Has an escape \x1b[2J inside"),
+            "Description must not contain control characters",
+        ),
+        (("--tag", "bad\x1btag"), "Tags must not contain control characters"),
+        (("--title", "Invoice \u202egnp.exe"), "Title must not contain control characters"),
+        (("--title", "Isolated \u2066text\u2069"), "Title must not contain control characters"),
+        (("--description", "A description with \u202a embedding"), "Description must not contain"),
         (("--currency", "us1"), "three-letter code"),
     ],
 )
@@ -240,8 +246,11 @@ def test_list_is_scoped_filtered_and_checks_its_options(ccli, world, session) ->
     assert [i["id"] for i in json.loads(by_id.stdout)["items"]] == [live["id"], draft["id"]]
     for args, message in [
         (("--status", "live"), "Unknown status 'live'"),
-        (("--limit", "0"), "--limit must be between 1 and 500"),
-        (("--cursor", "yesterday"), "Invalid --cursor"),
+        (("--limit", "0"), "The page size must be between 1 and 500 (--limit)."),
+        (
+            ("--cursor", "yesterday"),
+            "Invalid cursor 'yesterday': pass the value a previous page printed (--cursor).",
+        ),
     ]:
         result = ccli("content", "list", "--org", "studio", *args)
         assert result.exit_code == 2 and message in result.stderr, args

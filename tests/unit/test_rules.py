@@ -53,7 +53,8 @@ def test_emails_are_masked_to_first_letter_and_domain() -> None:
 
 
 def test_secrets_show_only_a_recognisable_prefix_and_the_last_four() -> None:
-    assert mask_secret("sk_test_51Abcdefghijklmnop4242") == "sk_test_…4242"
+    assert mask_secret("sk_test_51Abcdefghijklmnop4242") == "****…4242"
+    assert mask_secret("re_123456789") == "****"
     assert mask_secret("short") == "****"
     assert "Abcdef" not in mask_secret("whsec_Abcdefghijklmnopqr")
 
