@@ -46,6 +46,7 @@ class Settings:
     email_from_name: str = "Codex"
     app_url: str = DEFAULT_APP_URL
     codex_operator_email: str = ""
+    codex_upload_stall_seconds: str = "30"
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
@@ -70,6 +71,21 @@ class Settings:
 
         The one place this choice is made; `services.core.lookup.resolve_operator` checks the user."""
         return by or self.codex_operator_email or None
+
+    @property
+    def upload_stall_seconds(self) -> float:
+        """CODEX_UPLOAD_STALL_SECONDS: an object-store request with no progress this long is retried."""
+        from services.core.errors import ConfigurationError
+
+        try:
+            value = float(self.codex_upload_stall_seconds)
+        except ValueError:
+            value = 0.0
+        if not 0 < value <= 3600:
+            raise ConfigurationError(
+                "CODEX_UPLOAD_STALL_SECONDS must be a positive number of seconds, at most 3600."
+            )
+        return value
 
     @property
     def embedded_database(self) -> bool:
