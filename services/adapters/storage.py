@@ -77,6 +77,10 @@ class UploadGone(Exception):
     """The multipart upload to resume no longer exists (completed, aborted, or expired)."""
 
 
+class NoSuchBucket(ExternalServiceError):
+    """The bucket does not exist (`codex storage setup` creates it)."""
+
+
 class FileChanged(ExternalServiceError):
     """The local file changed size while it was being uploaded; what was sent is worthless."""
 
@@ -299,7 +303,7 @@ class S3ObjectStore:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _NO_BUCKET:
-                return ExternalServiceError(
+                return NoSuchBucket(
                     f"Bucket {self.bucket!r} does not exist at {where}; `codex storage setup` creates it."
                 )
             if code in _DENIED or status == 403:
@@ -790,7 +794,7 @@ class S3ObjectStore:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND or code in _NO_BUCKET:
-                raise ExternalServiceError(
+                raise NoSuchBucket(
                     f"Bucket {self.bucket!r} does not exist at {self._endpoint_shown()}; "
                     "`codex storage setup` creates it."
                 ) from None

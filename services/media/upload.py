@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from services.adapters.storage import FileChanged, PutResult, ResumePoint, UploadCancelled, UploadGone
+from services.adapters.storage import (
+    FileChanged,
+    NoSuchBucket,
+    PutResult,
+    ResumePoint,
+    UploadCancelled,
+    UploadGone,
+)
 from services.core import r2keys
 from services.core.errors import CodexError, Conflict, ExternalServiceError, NotFound, ValidationError
 from services.media import resume as records
@@ -202,7 +209,7 @@ def _upload_one(
     point = ResumePoint(record.upload_id, record.part_size) if record else None
     stat = f.path.stat()
     has_record = record is not None
-    completed = False
+    attempted = completed = False
 
     def remember(p: ResumePoint) -> None:
         nonlocal has_record
@@ -248,6 +255,7 @@ def _upload_one(
                 ),
             )
 
+        attempted = True
         try:
             put_result = put(point)
         except UploadGone:
@@ -285,7 +293,7 @@ def _upload_one(
     finally:
         if has_record and not result.resumable:
             records.delete(home, f.path, org_id)  # completed, or aborted by put_file
-        if not result.ok and completed and not _discard(store, key) and result.error:
+        if not result.ok and attempted and not result.resumable and not _discard(store, key) and result.error:
             result.error = result.error.rstrip(".") + (
                 f"; its object {key} could not be removed (`codex cleanup orphans` removes it later)."
             )
@@ -296,10 +304,19 @@ def _upload_one(
 
 
 def _media_id_of(key: str) -> uuid.UUID:
-    kind = r2keys.classify_key(key)
-    if kind is None or kind.media_id is None:
-        raise ValidationError(f"The resume record names an object key outside the layout: {key}.")
-    return kind.media_id
+    """The media id in `{org}/originals/{mediaId}/original.{ext}`."""
+    return uuid.UUID(key.split("/")[2])
+
+
+def _is_original_key(key: str, org_id: uuid.UUID) -> bool:
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != str(org_id) or parts[1] != "originals":
+        return False
+    try:
+        _media_id_of(key)
+    except ValueError:
+        return False
+    return r2keys.classify_key(key) is not None
 
 
 def _usable_record(
@@ -314,7 +331,7 @@ def _usable_record(
     same_place = record.endpoint == str(getattr(store, "endpoint_url", "")) and record.bucket == str(
         getattr(store, "bucket", "")
     )
-    key_ok = r2keys.classify_key(record.key) is not None
+    key_ok = _is_original_key(record.key, org_id)
     if resume and same_place and key_ok and record.same_file(stat.st_size, stat.st_mtime_ns):
         return record
     if same_place:
@@ -328,6 +345,8 @@ def _discard(store: Any, key: str) -> bool:
     """Remove an object a failed upload may have completed, so nothing is left without a row."""
     try:
         store.delete(key)
+    except NoSuchBucket:
+        return True  # no bucket, no object
     except ExternalServiceError:
         return False  # `codex cleanup orphans` removes it later; the result says so
     return True
