@@ -318,8 +318,8 @@ class S3ObjectStore:
         )
         if stalled:
             return ExternalServiceError(
-                f"The object store at {where} stopped making progress to {what}: no progress for "
-                f"{self.stall_seconds:g} s, {MAX_ATTEMPTS} attempts."
+                f"The object store at {where} stalled while trying to {what}: no progress for "
+                f"{self.stall_seconds:g} s, and none after retrying."
             )
         if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
             return ExternalServiceError(f"Cannot reach the object store at {where} to {what}.")
