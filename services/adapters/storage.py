@@ -740,7 +740,10 @@ class S3ObjectStore:
         return True
 
     def create_bucket(self) -> None:
-        self._call("create the bucket", self.bucket, self._client.create_bucket, Bucket=self.bucket)
+        # S3 wants the region as LocationConstraint outside us-east-1; R2 takes its region "auto" there
+        region = self._client.meta.region_name
+        extra = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
+        self._call("create the bucket", self.bucket, self._client.create_bucket, Bucket=self.bucket, **extra)
 
     def get_cors_rules(self) -> list[dict[str, Any]]:
         from botocore.exceptions import BotoCoreError, ClientError
