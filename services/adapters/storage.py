@@ -740,10 +740,25 @@ class S3ObjectStore:
         return True
 
     def create_bucket(self) -> None:
-        # S3 wants the region as LocationConstraint outside us-east-1; R2 takes its region "auto" there
-        region = self._client.meta.region_name
-        extra = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
-        self._call("create the bucket", self.bucket, self._client.create_bucket, Bucket=self.bucket, **extra)
+        """Without a LocationConstraint first (R2 then uses "auto"; Ceph refuses "auto"), and with the
+        client's region when the server insists on one (AWS S3 and moto outside us-east-1)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.create_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) != "IllegalLocationConstraintException":
+                raise self._error(exc, "create the bucket", self.bucket) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "create the bucket", self.bucket) from None
+        self._call(
+            "create the bucket",
+            self.bucket,
+            self._client.create_bucket,
+            Bucket=self.bucket,
+            CreateBucketConfiguration={"LocationConstraint": self._client.meta.region_name},
+        )
 
     def get_cors_rules(self) -> list[dict[str, Any]]:
         from botocore.exceptions import BotoCoreError, ClientError
