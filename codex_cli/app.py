@@ -162,6 +162,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seed": ("seed", "Seed the platform: owner and organization, initial categories (idempotent)."),
     "content": ("content", "Content catalog: create, list, show, update, publish, unpublish, delete."),
     "media": ("media", "Media library: upload videos and audio to R2, presigned uploads, status."),
+    "storage": ("storage", "Object storage: create the buckets, set their CORS and lifecycle rules."),
     "access": ("access", "Who may watch what: check access, grant complimentary access, libraries."),
     "purchases": ("access", "Purchases, newest first: list with filters, show one."),
     "users": ("access", "Users: list, show, create (customers), set-role; audited changes."),

@@ -142,32 +142,52 @@ def upload(
         int, typer.Option("--concurrency", "-c", min=1, max=64, help="Parallel transfers (files and parts).")
     ] = 8,
     by: ByOpt = None,
+    no_resume: Annotated[
+        bool,
+        typer.Option("--no-resume", help="Start over: abort what an interrupted run of these files left."),
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per file (JSON lines).")
     ] = False,
 ) -> None:
-    """Upload videos/audio to the org's media library: multipart, parallel, verified, then recorded."""
+    """Upload videos/audio to the org's media library: multipart, parallel, verified, then recorded.
+
+    An interrupted upload (Ctrl-C, SIGTERM, kill, lost network) keeps what it sent: run the same
+    command again and only the missing parts are sent (unless the file changed, or --no-resume)."""
+    import signal
+
     from services.media.upload import upload_media
 
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the upload as Ctrl-C does: kept for a resume
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     c = container()
-    if json_output or not is_tty():
-        listener: Any = _LineListener(json_output)
-        batch = upload_media(c, paths, org, by=by, concurrency=concurrency, listener=listener)
-    else:
-        total = sum(p.stat().st_size for p in paths if p.is_file())
-        with _RichListener(total, len(paths)) as listener:
-            batch = upload_media(c, paths, org, by=by, concurrency=concurrency, listener=listener)
+    try:
+        if json_output or not is_tty():
+            listener: Any = _LineListener(json_output)
+            batch = upload_media(
+                c, paths, org, by=by, concurrency=concurrency, listener=listener, resume=not no_resume
+            )
+        else:
+            total = sum(p.stat().st_size for p in paths if p.is_file())
+            with _RichListener(total, len(paths)) as listener:
+                batch = upload_media(
+                    c, paths, org, by=by, concurrency=concurrency, listener=listener, resume=not no_resume
+                )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failed = [r for r in batch.results if not r.ok]
+    counts = f"{batch.uploaded} of {len(batch.results)} file(s) uploaded"
+    resumable = (
+        f"; {batch.resumable} can be resumed: run the same command again (add --no-resume to start over)"
+        if batch.resumable
+        else ""
+    )
     if batch.interrupted:
-        typer.echo(
-            f"Interrupted: {len(batch.results) - len(failed)} file(s) uploaded, {len(failed)} aborted "
-            "(their multipart uploads were aborted and no rows written).",
-            err=True,
-        )
+        typer.echo(f"Interrupted: {counts}, {len(failed)} not{resumable}.", err=True)
     elif failed:
-        typer.echo(
-            f"{len(failed)} of {len(batch.results)} file(s) failed; the others were uploaded.", err=True
-        )
+        typer.echo(f"{counts}, {len(failed)} failed{resumable}.", err=True)
     if failed:
         raise typer.Exit(1)
 

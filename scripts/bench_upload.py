@@ -1,17 +1,23 @@
 """Benchmark `codex media upload` against `aws s3 cp` on a local S3 server, in the same run.
 
 Uploads one large file (1 GiB by default) and many small ones (200 x 1 MiB) with both tools, end to
-end as an operator runs them (process start, hashing, verification and the database row included for
-codex), and prints MiB/s, wall time, peak RSS, client and server CPU, and the ratio codex/aws. In the
-same run: boto3's own transfer engine (s3transfer, 8 threads x 8 MiB parts, as in the issue's peer
-figures), codex's fixed cost (one 1 MiB file, whole process), `openssl dgst -sha256` of the large file (the
-floor of the SHA-256 pass codex must finish before the upload can start: the hash is object metadata,
-set when the upload is created), and a plain `curl -T` to a presigned URL (the server's ceiling).
+end as an operator runs them (process start, SHA-256, per-request checksums, verification and the
+database row included for codex), alternating the order, and prints each run and the MEDIANS over
+the rounds (3 by default): MiB/s, wall time, peak RSS, client and server CPU, and the ratios codex/aws
+(wall and client CPU-seconds). Then resume: a codex upload of the large file is killed (SIGKILL) once
+about half of its parts are in the bucket, and the same command is run again; it reports the bytes
+the second run sent (codex's `sent_bytes`, and the file size minus the parts the server listed before
+the rerun), as a share of the file. With --extra: boto3's own transfer engine (s3transfer, 8 threads x
+8 MiB parts), codex's fixed cost (one 1 MiB file, whole process) and a plain `curl -T` to a presigned URL
+(the server's ceiling).
 
     python scripts/bench_upload.py                      # s3rver from npm (see --s3rver)
     python scripts/bench_upload.py --server moto        # moto's server (heavy: it is the bottleneck)
     python scripts/bench_upload.py --large-mib 256 --small-count 50 --rounds 1   # quicker
     scripts/radosgw_local.sh start && python scripts/bench_upload.py --server external   # Ceph radosgw
+
+The machine is usually shared: absolute figures are noisy, the ratios against the peer measured in
+the same run are the figures to compare.
 
 Needs: awscli in its own venv (`python -m venv /tmp/awsvenv && /tmp/awsvenv/bin/pip install awscli`,
 so it does not change the project's boto3), and for s3rver `npm install s3rver` in some directory
@@ -28,6 +34,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -285,6 +292,55 @@ def setup_codex(home: Path, server: Server) -> dict[str, str]:
     return env
 
 
+def resume_case(codex: list[str], env: dict[str, str], large: Path, server: Server) -> None:
+    """Kill a codex upload of `large` (SIGKILL) at about half its parts, rerun it, report what it sent."""
+    import json
+
+    size = large.stat().st_size
+    client = server.client()
+    print()
+    proc = subprocess.Popen(
+        [*codex, str(large)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    kept = 0
+    deadline = time.monotonic() + 600
+    upload: dict | None = None  # type: ignore[type-arg]
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            uploads = client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+            if uploads:
+                upload = uploads[0]
+                parts = client.list_parts(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+                kept = sum(int(p["Size"]) for p in parts.get("Parts", []))
+                if kept >= size // 2:
+                    break
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    if upload is None:
+        print("  resume: the upload finished before it could be killed; use a larger --large-mib")
+        return
+    parts = client.list_parts(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+    kept = sum(int(p["Size"]) for p in parts.get("Parts", []))
+    start = time.perf_counter()
+    rerun = subprocess.run([*codex, "--json", str(large)], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    try:
+        line = json.loads(rerun.stdout.splitlines()[-1])
+    except (IndexError, ValueError):
+        line = {}
+    sent = int(line.get("sent_bytes") or 0)
+    ok = "succeeded" if rerun.returncode == 0 and line.get("ok") else "FAILED"
+    print(
+        f"resume: killed with {kept / MiB:.0f} of {size / MiB:.0f} MiB in the bucket"
+        f" ({100 * kept / size:.0f}%); the rerun {ok} (resumed: {line.get('resumed')}) in {wall:.2f} s"
+        f" and sent {sent / MiB:.0f} MiB = {100 * sent / size:.0f}% of the file"
+        f" (size minus the listed parts: {100 * (size - kept) / size:.0f}%)"
+    )
+    server.empty()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -306,7 +362,9 @@ def main() -> None:
     parser.add_argument("--small-count", type=int, default=200)
     parser.add_argument("--small-mib", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8, help="codex --concurrency")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument("--extra", action="store_true", help="also boto3's engine, curl, codex fixed cost")
+    parser.add_argument("--no-resume-case", action="store_true", help="skip the kill-and-resume case")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     if not args.aws:
@@ -398,37 +456,53 @@ def main() -> None:
 
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}")
-            order = ["codex", "aws", "boto3"] if round_no % 2 == 0 else ["boto3", "aws", "codex"]
+            tools = ["codex", "aws", *(["boto3"] if args.extra else [])]
+            order = tools if round_no % 2 == 0 else tools[::-1]
             for case in ("large", "small"):
                 for tool in order:
                     run_case(tool, case)
-            run_case("codex", "one")
-            run_case("sha256", "large")
-            if shutil.which("curl"):
-                run_case("curl", "large")
+            if args.extra:
+                run_case("codex", "one")
+                if shutil.which("curl"):
+                    run_case("curl", "large")
 
         print()
-        print(f"best of {args.rounds} round(s), {args.server}, codex --concurrency {args.concurrency}:")
+        print(
+            f"medians of {args.rounds} round(s), {args.server}, codex --concurrency {args.concurrency}"
+            " (a shared machine: compare the ratios):"
+        )
         for case, label in (
             ("large", f"1 x {args.large_mib} MiB"),
             ("small", f"{args.small_count} x {args.small_mib} MiB"),
         ):
-            best = {}
-            for tool in ("codex", "aws", "boto3", "curl", "sha256"):
+            med: dict[str, Run] = {}
+            for tool in ("codex", "aws", "boto3", "curl"):
                 done = [r for r in runs if r.tool == tool and r.case == case and r.ok]
                 if done:
-                    best[tool] = min(done, key=lambda r: r.wall)
-            for tool, r in best.items():
+                    med[tool] = Run(
+                        tool,
+                        case,
+                        done[0].nbytes,
+                        statistics.median(r.wall for r in done),
+                        statistics.median(r.peak_rss_mb for r in done),
+                        statistics.median(r.client_cpu for r in done),
+                        statistics.median(r.server_cpu for r in done),
+                        True,
+                    )
+            for tool, r in med.items():
                 print(
-                    f"  {label:<14} {tool:<9} {r.mib_s:7.1f} MiB/s  {r.wall:6.2f} s"
+                    f"  {label:<14} {tool:<6} {r.mib_s:7.1f} MiB/s  {r.wall:6.2f} s"
                     f"  peak RSS {r.peak_rss_mb:5.0f} MB"
-                    f"  client CPU {r.client_cpu:5.1f} s  server CPU {r.server_cpu:5.1f} s"
-                    f" ({100 * r.server_cpu / r.wall:.0f}% of a core)"
+                    f"  client CPU {r.client_cpu:5.2f} s  server CPU {r.server_cpu:5.1f} s"
                 )
-            if "codex" in best and "aws" in best:
-                print(f"  {label:<14} ratio codex/aws: {best['codex'].mib_s / best['aws'].mib_s:.2f}x")
-            if "codex" in best and "boto3" in best:
-                print(f"  {label:<14} ratio codex/boto3: {best['codex'].mib_s / best['boto3'].mib_s:.2f}x")
+            if "codex" in med and "aws" in med:
+                c, a = med["codex"], med["aws"]
+                print(
+                    f"  {label:<14} codex/aws: speed {c.mib_s / a.mib_s:.2f}x, wall {c.wall / a.wall:.2f}x,"
+                    f" client CPU-seconds {c.client_cpu / a.client_cpu:.2f}x"
+                )
+            if "codex" in med and "boto3" in med:
+                print(f"  {label:<14} codex/boto3 speed: {med['codex'].mib_s / med['boto3'].mib_s:.2f}x")
         one = [r for r in runs if r.case == "one" and r.ok]
         if one:
             r = min(one, key=lambda r: r.wall)
@@ -436,6 +510,8 @@ def main() -> None:
                 f"  codex fixed cost (one 1 MiB file, whole process): {r.wall:.2f} s,"
                 f" client CPU {r.client_cpu:.2f} s"
             )
+        if not args.no_resume_case:
+            resume_case(codex, codex_env, large, server)
     finally:
         if server is not None:
             server.stop()

@@ -49,6 +49,7 @@ class Settings:
     app_url: str = DEFAULT_APP_URL
     codex_operator_email: str = ""
     codex_lock_max_age: str = "1h"
+    codex_upload_stall_seconds: str = "30"
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
@@ -105,6 +106,21 @@ class Settings:
     def migration_url(self) -> str:
         """The URL migrations use: DATABASE_URL_UNPOOLED (Neon's direct URL) when set, else DATABASE_URL."""
         return self.database_url_unpooled or self.database_url
+
+    @property
+    def upload_stall_seconds(self) -> float:
+        """CODEX_UPLOAD_STALL_SECONDS: an object-store request with no progress this long is retried."""
+        from services.core.errors import ConfigurationError
+
+        try:
+            value = float(self.codex_upload_stall_seconds)
+        except ValueError:
+            value = 0.0
+        if not 0 < value <= 3600:
+            raise ConfigurationError(
+                "CODEX_UPLOAD_STALL_SECONDS must be a positive number of seconds, at most 3600."
+            )
+        return value
 
     @property
     def embedded_database(self) -> bool:

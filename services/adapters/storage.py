@@ -7,7 +7,9 @@ delete, paginated listing by prefix, and listing/aborting incomplete multipart u
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import mimetypes
 import os
@@ -15,7 +17,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,9 @@ MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 * MiB  # S3 and R2 refuse smaller parts (except the last one)
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys per request
 DEFAULT_EXPIRES = 3600
+DEFAULT_STALL_SECONDS = 30.0  # a request that makes no progress this long is retried
+MAX_ATTEMPTS = 5
+SEND_CHUNK = 1 * MiB  # a request body goes out in slices: "no progress" is then per slice
 
 ProgressCallback = Callable[[int], None]
 
@@ -68,6 +73,40 @@ class UploadCancelled(Exception):
     """Raised inside put_file when the caller's cancel event is set (e.g. Ctrl-C in another thread)."""
 
 
+class UploadGone(Exception):
+    """The multipart upload to resume no longer exists (completed, aborted, or expired)."""
+
+
+class NoSuchBucket(ExternalServiceError):
+    """The bucket does not exist (`codex storage setup` creates it)."""
+
+
+class FileChanged(ExternalServiceError):
+    """The local file changed size while it was being uploaded; what was sent is worthless."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What it takes to continue a multipart upload: its id and the part size it was started with."""
+
+    upload_id: str
+    part_size: int
+
+
+@dataclass
+class PutResult:
+    """What `put_file` did: the file's SHA-256 (computed while sending) and the bytes actually sent."""
+
+    sha256: str
+    size: int
+    sent_bytes: int = 0
+    sent_parts: int = 0
+    reused_bytes: int = 0
+    reused_parts: int = 0
+    resumed: bool = False
+    upload_id: str | None = None
+
+
 class ObjectStore(Protocol):
     """What the services need from a bucket; both implementations below provide it."""
 
@@ -83,7 +122,11 @@ class ObjectStore(Protocol):
         part_size: int | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         cancel: threading.Event | None = None,
-    ) -> None: ...
+        *,
+        digest_metadata: str | None = None,
+        resume: ResumePoint | None = None,
+        on_multipart: Callable[[ResumePoint], None] | None = None,
+    ) -> PutResult: ...
     def head(self, key: str) -> ObjectInfo | None: ...
     def presign_put(self, key: str, content_type: str, expires: int = DEFAULT_EXPIRES) -> str: ...
     def presign_get(self, key: str, expires: int = DEFAULT_EXPIRES) -> str: ...
@@ -111,6 +154,7 @@ def build_object_store(settings: Settings, bucket: str | None = None) -> ObjectS
         endpoint_url=endpoint,
         access_key_id=settings.r2_access_key_id,
         secret_access_key=settings.r2_secret_access_key,
+        stall_seconds=settings.upload_stall_seconds,
     )
 
 
@@ -136,18 +180,35 @@ _NO_BUCKET = {"NoSuchBucket"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
 
 
-def _send_body_in_one_piece(request: Any, **_: Any) -> None:
-    """Hand urllib3 the part as bytes rather than the BytesIO botocore wrapped it in.
+class _Slices(tuple[memoryview, ...]):
+    """A request body as memoryview slices: urllib3 sends each with one sendall(); seek() lets
+    botocore's retry "rewind" it (the slices are simply sent again)."""
+
+    def seek(self, *_: Any) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+
+def _send_body_in_slices(request: Any, **_: Any) -> None:
+    """Hand urllib3 the body as 1 MiB memoryview slices rather than the BytesIO botocore wrapped it in.
 
     botocore turns a bytes body into a BytesIO (to hash it for the signature); urllib3 then sends a
     file-like body 16 KiB at a time through Python-level calls - 65,536 send() calls per GiB, a
-    good share of the client's CPU on a machine it shares with the server. As bytes it goes out in
-    one sendall(). Retries still work: a bytes body is simply sent again. Returns None, as a
-    before-send handler must (a value would replace the HTTP response).
+    good share of the client's CPU on a machine it shares with the server. Slices of 1 MiB cost 1,024
+    calls per GiB, copy nothing, and keep the stall timeout meaningful: while a body is sent the
+    socket timeout (botocore's connect_timeout) bounds each sendall() as a whole, so it must cover
+    one slice, not a whole part on a slow uplink. Returns None, as a before-send handler must.
     """
     body = request.body
     if hasattr(body, "getvalue"):
-        request.body = body.getvalue()  # an unmodified BytesIO shares its buffer: no copy
+        body = body.getvalue()  # an unmodified BytesIO shares its buffer: no copy
+    if isinstance(body, bytes | bytearray) and len(body) > SEND_CHUNK:
+        view = memoryview(body)
+        request.body = _Slices(view[i : i + SEND_CHUNK] for i in range(0, len(view), SEND_CHUNK))
+    elif isinstance(body, bytes | bytearray):
+        request.body = bytes(body)
 
 
 class S3ObjectStore:
@@ -162,6 +223,7 @@ class S3ObjectStore:
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
         max_pool_connections: int = 32,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
     ) -> None:
         import botocore.session
         from botocore.config import Config
@@ -171,20 +233,26 @@ class S3ObjectStore:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.request_count = 0
+        self.stall_seconds = stall_seconds
         self._count_lock = threading.Lock()
         config = Config(
             region_name="auto",
             signature_version="s3v4",
             # R2 rejects the CRC checksums that boto3 >= 1.36 adds to every upload by default
             # ("when_supported"); only send/validate checksums when an operation requires one.
-            # Integrity still holds: without a checksum header botocore signs the payload's SHA-256,
-            # which R2 verifies, and we compare size and our SHA-256 metadata after the upload.
+            # (botocore sends them as an aws-chunked trailer, which R2 refused). Integrity still holds:
+            # uploads pass their own SHA-256 as the x-amz-checksum-sha256 header (ChecksumSHA256) -
+            # a plain header, which R2 accepts and checks (SHA-256 is one of its COMPOSITE multipart
+            # checksums) - and a multipart upload is created with ChecksumAlgorithm=SHA256.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
+            # With that checksum header (signed, being an x-amz-* header) the server already checks
+            # every byte; signing the payload too would make botocore hash each body once more.
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
+            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            # A stalled request (no byte sent for a slice, or no answer) is retried after this long.
+            connect_timeout=stall_seconds,
+            read_timeout=stall_seconds,
             max_pool_connections=max_pool_connections,
         )
         # boto3's S3 client is this botocore client; building it straight from botocore skips
@@ -200,7 +268,7 @@ class S3ObjectStore:
         )
         self._client.meta.events.register("before-send.s3", self._count_request)
         for operation in ("PutObject", "UploadPart"):
-            self._client.meta.events.register(f"before-send.s3.{operation}", _send_body_in_one_piece)
+            self._client.meta.events.register(f"before-send.s3.{operation}", _send_body_in_slices)
 
     @property
     def client(self) -> Any:
@@ -235,7 +303,9 @@ class S3ObjectStore:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _NO_BUCKET:
-                return ExternalServiceError(f"Bucket {self.bucket!r} does not exist at {where}.")
+                return NoSuchBucket(
+                    f"Bucket {self.bucket!r} does not exist at {where}; `codex storage setup` creates it."
+                )
             if code in _DENIED or status == 403:
                 return ExternalServiceError(
                     f"The object store at {where} refused the credentials for {what} "
@@ -243,7 +313,15 @@ class S3ObjectStore:
                 )
             message = exc.response.get("Error", {}).get("Message") or code or "error"
             return ExternalServiceError(f"Object store failed to {what}: {code} ({message}).")
-        if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
+        stalled = isinstance(exc, ReadTimeoutError) or (
+            isinstance(exc, ConnectionClosedError) and "timed out" in str(exc.kwargs.get("error", ""))
+        )
+        if stalled:
+            return ExternalServiceError(
+                f"The object store at {where} stalled while trying to {what}: no progress for "
+                f"{self.stall_seconds:g} s, and none after retrying."
+            )
+        if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
             return ExternalServiceError(f"Cannot reach the object store at {where} to {what}.")
         if isinstance(exc, NoCredentialsError):
             return ExternalServiceError(
@@ -271,37 +349,110 @@ class S3ObjectStore:
         part_size: int | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         cancel: threading.Event | None = None,
-    ) -> None:
+        *,
+        digest_metadata: str | None = None,
+        resume: ResumePoint | None = None,
+        on_multipart: Callable[[ResumePoint], None] | None = None,
+    ) -> PutResult:
         """Upload `path` to `key`; multipart with `concurrency` parallel parts above the threshold.
 
-        On any failure (or KeyboardInterrupt, or `cancel` being set) a started multipart upload is
-        aborted before the error propagates, so no parts are left behind.
+        The file's SHA-256 is computed while it is read for sending (no pass before the upload) and
+        returned. A single-request upload also stores it as metadata `digest_metadata` (it is known
+        before that request starts) and sends it as the request's checksum; every part of a multipart
+        upload carries its own SHA-256 checksum header, which the server checks.
+
+        Without `on_multipart`, any failure (or KeyboardInterrupt, or `cancel`) aborts a started
+        multipart upload. With it, the upload is resumable: `on_multipart` is told the upload id as
+        soon as it exists, an interruption or an object-store failure keeps the upload and its parts,
+        and `resume` continues one - parts already there (ListParts) whose checksum matches the file
+        are not sent again; UploadGone when that upload no longer exists.
         """
         _check_key(key)
         size = os.path.getsize(path)
-        if size < self.multipart_threshold:
-            if cancel is not None and cancel.is_set():
-                raise UploadCancelled(key)
-            with open(path, "rb") as fh:
-                body = fh.read()
-            if len(body) != size:
-                raise ExternalServiceError(f"{path} changed while it was being uploaded.")
-            self._call(
-                "upload",
-                key,
-                self._client.put_object,
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ContentType=content_type,
-                Metadata=metadata,
+        if size < self.multipart_threshold and resume is None:
+            return self._put_single(
+                key, path, size, content_type, metadata, on_progress, cancel, digest_metadata
             )
-            if on_progress:
-                on_progress(size)
-            return
-        self._put_multipart(
-            key, path, size, content_type, metadata, on_progress, part_size, concurrency, cancel
+        return self._put_multipart(
+            key,
+            path,
+            size,
+            content_type,
+            metadata,
+            on_progress,
+            part_size,
+            concurrency,
+            cancel,
+            resume,
+            on_multipart,
         )
+
+    def _put_single(
+        self,
+        key: str,
+        path: Path,
+        size: int,
+        content_type: str,
+        metadata: dict[str, str],
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        digest_metadata: str | None,
+    ) -> PutResult:
+        if cancel is not None and cancel.is_set():
+            raise UploadCancelled(key)
+        with open(path, "rb") as fh:
+            body = fh.read()
+        if len(body) != size:
+            raise FileChanged(f"{path} changed while it was being uploaded.")
+        digest = hashlib.sha256(body).digest()
+        if digest_metadata:
+            metadata = {**metadata, digest_metadata: digest.hex()}
+        self._call(
+            "upload",
+            key,
+            self._client.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            Metadata=metadata,
+            ChecksumSHA256=base64.b64encode(digest).decode(),
+        )
+        if on_progress:
+            on_progress(size)
+        return PutResult(sha256=digest.hex(), size=size, sent_bytes=size)
+
+    def _list_parts(self, key: str, upload_id: str) -> dict[int, dict[str, Any]] | None:
+        """The parts an incomplete upload holds, by number; None when the upload no longer exists."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        parts: dict[int, dict[str, Any]] = {}
+        try:
+            for page in self._client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            ):
+                for p in page.get("Parts", []):
+                    parts[int(p["PartNumber"])] = p
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchUpload", "404"):
+                return None
+            raise self._error(exc, "list the uploaded parts of", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "list the uploaded parts of", key) from None
+        return parts
+
+    def _start_multipart(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
+        created = self._call(
+            "start the upload of",
+            key,
+            self._client.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            ContentType=content_type,
+            Metadata=metadata,
+            ChecksumAlgorithm="SHA256",  # every part then carries its SHA-256, checked by the server
+        )
+        return str(created["UploadId"])
 
     def _put_multipart(
         self,
@@ -314,51 +465,121 @@ class S3ObjectStore:
         part_size: int | None,
         concurrency: int,
         cancel: threading.Event | None,
-    ) -> None:
-        part_size = choose_part_size(size, part_size or self.part_size)
-        created = self._call(
-            "start the upload of",
-            key,
-            self._client.create_multipart_upload,
-            Bucket=self.bucket,
-            Key=key,
-            ContentType=content_type,
-            Metadata=metadata,
-        )
-        upload_id = created["UploadId"]
+        resume: ResumePoint | None,
+        on_multipart: Callable[[ResumePoint], None] | None,
+    ) -> PutResult:
+        existing: dict[int, dict[str, Any]] = {}
+        point: ResumePoint | None = None
+        if resume is not None:
+            listed = self._list_parts(key, resume.upload_id)
+            if listed is None:
+                raise UploadGone(key)
+            point, existing = resume, listed
+        if point is None:
+            chosen = choose_part_size(size, part_size or self.part_size)
+            point = ResumePoint(self._start_multipart(key, content_type, metadata), chosen)
+            if on_multipart is not None:
+                on_multipart(point)
+        upload_id, part_size = point.upload_id, point.part_size
+        resumable = on_multipart is not None
+        result = PutResult(sha256="", size=size, resumed=bool(existing), upload_id=upload_id)
+        whole = hashlib.sha256()
         stop = threading.Event()
+        # At most this many parts are read ahead of the network (bounded memory: ~(workers+2) parts).
+        slots = threading.BoundedSemaphore(max(1, concurrency) + 2)
+        count_lock = threading.Lock()
         fd = os.open(path, os.O_RDONLY)
         pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="codex-part")
 
-        def upload_part(number: int, offset: int, length: int) -> dict[str, Any]:
+        failures: list[BaseException] = []
+
+        def check() -> None:
+            """Stop reading ahead once a part failed or the caller cancelled."""
+            if failures:
+                raise failures[0]
             if stop.is_set() or (cancel is not None and cancel.is_set()):
                 raise UploadCancelled(key)
-            body = os.pread(fd, length, offset)
-            if len(body) != length:
-                raise ExternalServiceError(f"{path} changed while it was being uploaded.")
-            response = self._call(
-                "upload a part of",
-                key,
-                self._client.upload_part,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=body,
-            )
-            if on_progress:
-                on_progress(length)
-            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        def send_part(number: int, body: bytes) -> dict[str, Any]:
+            try:
+                if stop.is_set() or (cancel is not None and cancel.is_set()):
+                    raise UploadCancelled(key)
+                checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+                response = self._call(
+                    "upload a part of",
+                    key,
+                    self._client.upload_part,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ChecksumSHA256=checksum,
+                )
+                with count_lock:
+                    result.sent_bytes += len(body)
+                    result.sent_parts += 1
+                if on_progress:
+                    on_progress(len(body))
+                return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+            finally:
+                slots.release()
+
+        def matches(part: dict[str, Any] | None, body: bytes) -> dict[str, Any] | None:
+            """The part already uploaded, as CompleteMultipartUpload wants it, if it holds `body`."""
+            if part is None or int(part.get("Size", -1)) != len(body):
+                return None
+            checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            if part.get("ChecksumSHA256"):
+                if part["ChecksumSHA256"] != checksum:
+                    return None
+            else:  # servers that keep no part checksum: an unencrypted part's ETag is its MD5
+                etag = str(part.get("ETag", "")).strip('"')
+                if len(etag) == 32 and etag != hashlib.md5(body, usedforsecurity=False).hexdigest():
+                    return None
+            return {"PartNumber": part["PartNumber"], "ETag": part["ETag"], "ChecksumSHA256": checksum}
 
         try:
-            futures: list[Future[dict[str, Any]]] = []
+            futures: list[Future[dict[str, Any]] | dict[str, Any]] = []
             for number, offset in enumerate(range(0, size, part_size), start=1):
-                futures.append(pool.submit(upload_part, number, offset, min(part_size, size - offset)))
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:
-                if future in done and future.exception() is not None:
-                    raise future.exception()  # type: ignore[misc]
-            parts = [f.result() for f in futures]
+                length = min(part_size, size - offset)
+                while not slots.acquire(timeout=0.5):
+                    check()
+                try:
+                    check()
+                    body = os.pread(fd, length, offset)
+                    if len(body) != length:
+                        raise FileChanged(f"{path} changed while it was being uploaded.")
+                except BaseException:
+                    slots.release()
+                    raise
+                whole.update(body)
+                kept = matches(existing.get(number), body)
+                if kept is not None:
+                    slots.release()
+                    result.reused_bytes += length
+                    result.reused_parts += 1
+                    if on_progress:
+                        on_progress(length)
+                    futures.append(kept)
+                else:
+                    futures.append(pool.submit(send_part, number, body))
+                del body
+            pending = [f for f in futures if isinstance(f, Future)]
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    if future.exception() is not None:
+                        raise future.exception()  # type: ignore[misc]
+                pending = [f for f in pending if not f.done()]
+                if pending and cancel is not None and cancel.is_set():
+                    raise UploadCancelled(key)
+            parts = [f.result() if isinstance(f, Future) else f for f in futures]
+            if os.fstat(fd).st_size != size:
+                raise FileChanged(f"{path} changed while it was being uploaded.")
             self._call(
                 "finish the upload of",
                 key,
@@ -368,16 +589,23 @@ class S3ObjectStore:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
-        except BaseException:
+        except BaseException as exc:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            # The original error matters more; `codex cleanup` finds any upload left behind.
-            with contextlib.suppress(ExternalServiceError):
-                self.abort_multipart_upload(key, upload_id)
+            keep = resumable and (
+                isinstance(exc, UploadCancelled | KeyboardInterrupt | CancelledError)
+                or (isinstance(exc, ExternalServiceError) and not isinstance(exc, FileChanged))
+            )
+            if not keep:
+                # The original error matters more; `codex cleanup` finds any upload left behind.
+                with contextlib.suppress(ExternalServiceError):
+                    self.abort_multipart_upload(key, upload_id)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             os.close(fd)
+        result.sha256 = whole.hexdigest()
+        return result
 
     # --- reads, URLs, deletes ---
 
@@ -495,6 +723,86 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise self._error(exc, "abort the upload of", key) from None
 
+    # --- bucket set-up (`codex storage setup`) ---
+
+    def bucket_exists(self) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND or code in _NO_BUCKET:
+                return False
+            raise self._error(exc, "check the bucket") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "check the bucket") from None
+        return True
+
+    def create_bucket(self) -> None:
+        """Without a LocationConstraint first (R2 then uses "auto"; Ceph refuses "auto"), and with the
+        client's region when the server insists on one (AWS S3 and moto outside us-east-1)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.create_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) != "IllegalLocationConstraintException":
+                raise self._error(exc, "create the bucket", self.bucket) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "create the bucket", self.bucket) from None
+        self._call(
+            "create the bucket",
+            self.bucket,
+            self._client.create_bucket,
+            Bucket=self.bucket,
+            CreateBucketConfiguration={"LocationConstraint": self._client.meta.region_name},
+        )
+
+    def get_cors_rules(self) -> list[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return list(self._client.get_bucket_cors(Bucket=self.bucket).get("CORSRules", []))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) == "NoSuchCORSConfiguration":
+                return []
+            raise self._error(exc, "read the CORS rules of", self.bucket) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "read the CORS rules of", self.bucket) from None
+
+    def put_cors_rules(self, rules: list[dict[str, Any]]) -> None:
+        self._call(
+            "set the CORS rules of",
+            self.bucket,
+            self._client.put_bucket_cors,
+            Bucket=self.bucket,
+            CORSConfiguration={"CORSRules": rules},
+        )
+
+    def get_lifecycle_rules(self) -> list[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            r = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) == "NoSuchLifecycleConfiguration":
+                return []
+            raise self._error(exc, "read the lifecycle rules of", self.bucket) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "read the lifecycle rules of", self.bucket) from None
+        return list(r.get("Rules", []))
+
+    def put_lifecycle_rules(self, rules: list[dict[str, Any]]) -> None:
+        self._call(
+            "set the lifecycle rules of",
+            self.bucket,
+            self._client.put_bucket_lifecycle_configuration,
+            Bucket=self.bucket,
+            LifecycleConfiguration={"Rules": rules},
+        )
+
     def check(self) -> str:
         """For `codex doctor`: the bucket exists and the credentials work."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -504,8 +812,9 @@ class S3ObjectStore:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND or code in _NO_BUCKET:
-                raise ExternalServiceError(
-                    f"Bucket {self.bucket!r} does not exist at {self._endpoint_shown()}."
+                raise NoSuchBucket(
+                    f"Bucket {self.bucket!r} does not exist at {self._endpoint_shown()}; "
+                    "`codex storage setup` creates it."
                 ) from None
             raise self._error(exc, "check the bucket") from None
         except BotoCoreError as exc:
@@ -552,7 +861,14 @@ class LocalObjectStore:
         part_size: int | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         cancel: threading.Event | None = None,
-    ) -> None:
+        *,
+        digest_metadata: str | None = None,
+        resume: ResumePoint | None = None,
+        on_multipart: Callable[[ResumePoint], None] | None = None,
+    ) -> PutResult:
+        """Copy to a temporary name, hashing while copying, then rename (nothing to resume here).
+
+        The digest is only known at the end, which is when the metadata file is written anyway."""
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -562,20 +878,27 @@ class LocalObjectStore:
                 f"Cannot write to the local object store {self.root}: {exc.strerror}."
             ) from None
         tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        copied = 0
         try:
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                 while chunk := src.read(_COPY_CHUNK):
                     if cancel is not None and cancel.is_set():
                         raise UploadCancelled(key)
+                    digest.update(chunk)
                     out.write(chunk)
+                    copied += len(chunk)
                     if on_progress:
                         on_progress(len(chunk))
+            if digest_metadata:
+                metadata = {**metadata, digest_metadata: digest.hexdigest()}
             self._write_meta(key, content_type, metadata)
             os.replace(tmp, target)
             self.request_count += 1
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return PutResult(sha256=digest.hexdigest(), size=copied, sent_bytes=copied)
 
     def _write_meta(self, key: str, content_type: str, metadata: dict[str, str]) -> None:
         meta = self._meta_path(key)

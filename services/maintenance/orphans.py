@@ -116,6 +116,7 @@ class OrphanCleanupResult:
     stale_media_bytes_deleted: int = 0
     multipart_found: int = 0
     multipart_aborted: int = 0
+    resume_records_dropped: int = 0
     delete_errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     sample: list[Candidate] = field(default_factory=list)
@@ -153,6 +154,7 @@ class OrphanCleanupResult:
             "stale_media_deleted": self.stale_media_deleted,
             "stale_media_bytes_deleted": self.stale_media_bytes_deleted,
             "multipart_aborted": self.multipart_aborted,
+            "resume_records_dropped": self.resume_records_dropped,
             "bytes_reclaimed": self.bytes_reclaimed,
             "delete_errors": self.delete_errors,
         }
@@ -529,9 +531,15 @@ class _OrphanRun:
             self._candidate(Candidate("multipart", upload.key))
 
     def abort_multipart(self) -> None:
+        from services.media import resume
+
+        aborted = []
         for upload in self._old_uploads():
             self.store.abort_multipart_upload(upload.key, upload.upload_id)
             self.result.multipart_aborted += 1
+            aborted.append(upload.upload_id)
+        # their resume records (on this machine) would only point a rerun at an upload that is gone
+        self.result.resume_records_dropped = resume.drop_uploads(self.container.settings.codex_home, aborted)
         self._progress("multipart")
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from services.adapters.storage import MiB
 from services.bootstrap import Container
 from services.core import models as m
+from services.media import resume as records
 from services.media.upload import upload_media
 from tests.factories import make_org, make_owner
 
@@ -100,28 +101,69 @@ class _FailAfterFirstPart:
         self.finished.append(result)
 
 
-@pytest.mark.parametrize("error", [RuntimeError("disk vanished"), KeyboardInterrupt()])
-def test_failure_mid_upload_aborts_and_leaves_no_row(
-    s3_settings, s3_client, session, make_file, error
+def test_unexpected_failure_mid_upload_aborts_and_leaves_no_row(
+    s3_settings, s3_client, session, make_file
 ) -> None:  # type: ignore[no-untyped-def]
     org = make_org(session)
     session.commit()
     big = make_file("big.mp4", 11 * MiB)
     container = Container(s3_settings)
     container.object_store.multipart_threshold = 5 * MiB
-    listener = _FailAfterFirstPart(big, error)
+    listener = _FailAfterFirstPart(big, RuntimeError("disk vanished"))
 
     batch = upload_media(container, [big], org.slug, concurrency=2, part_size=5 * MiB, listener=listener)
     container.close()
 
-    assert not batch.ok
-    assert batch.interrupted == isinstance(error, KeyboardInterrupt)
+    assert not batch.ok and not batch.interrupted
     (result,) = batch.results
-    assert result.ok is False and result.error
+    assert result.ok is False and result.error and not result.resumable
     assert listener.finished == [result]
     assert _rows(session) == []
     assert _uploads(s3_client, s3_settings.r2_media_bucket) == []
     assert _keys(s3_client, s3_settings.r2_media_bucket) == []
+    assert list(records.iter_records(s3_settings.codex_home)) == []
+
+
+def test_interrupted_upload_is_kept_and_the_same_upload_resumes_it(
+    s3_settings, s3_client, session, make_file
+) -> None:  # type: ignore[no-untyped-def]
+    org = make_org(session)
+    session.commit()
+    big = make_file("big.mp4", 16 * MiB + 5)
+    container = Container(s3_settings)
+    container.object_store.multipart_threshold = 5 * MiB
+
+    first = upload_media(
+        container,
+        [big],
+        org.slug,
+        concurrency=1,
+        part_size=5 * MiB,
+        listener=_FailAfterFirstPart(big, KeyboardInterrupt()),
+    )
+    assert first.interrupted and first.resumable == 1 and first.results[0].resumable
+    (upload,) = _uploads(s3_client, s3_settings.r2_media_bucket)
+    ((path, record),) = records.iter_records(s3_settings.codex_home)
+    assert (record.upload_id, record.key, record.size) == (
+        upload["UploadId"],
+        upload["Key"],
+        big.stat().st_size,
+    )
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert _rows(session) == []
+
+    second = upload_media(container, [big], org.slug, concurrency=1, part_size=5 * MiB)
+    container.close()
+
+    assert second.ok, second.results
+    (result,) = second.results
+    assert result.resumed and 0 < result.sent_bytes < big.stat().st_size
+    (row,) = _rows(session)
+    assert row.r2_key == record.key and row.sha256 == hashlib.sha256(big.read_bytes()).hexdigest()
+    got = s3_client.get_object(Bucket=s3_settings.r2_media_bucket, Key=row.r2_key)["Body"].read()
+    assert got == big.read_bytes()
+    assert _uploads(s3_client, s3_settings.r2_media_bucket) == []
+    assert list(records.iter_records(s3_settings.codex_home)) == []
 
 
 def test_one_failed_file_does_not_stop_the_others_and_exits_1(
