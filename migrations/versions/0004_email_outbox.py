@@ -67,6 +67,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_email_outbox_status"), table_name="email_outbox")
-    op.drop_index("ix_email_outbox_due", table_name="email_outbox", postgresql_where=sa.text("status = 'pending'"))
+    op.drop_index(
+        "ix_email_outbox_due", table_name="email_outbox", postgresql_where=sa.text("status = 'pending'")
+    )
     op.drop_table("email_outbox")
     sa.Enum(name="email_outbox_status").drop(op.get_bind(), checkfirst=True)

@@ -150,7 +150,9 @@ def build_mime_message(email: OutgoingEmail) -> Any:
         message["Reply-To"] = _address(email.reply_to)
     message["Date"] = formatdate(localtime=False, usegmt=True)
     domain = email.sender.rsplit("@", 1)[-1].rstrip(">") or "codex.local"
-    message["Message-ID"] = f"<{email.message_id}@{domain}>" if email.message_id else make_msgid(domain=domain)
+    message["Message-ID"] = (
+        f"<{email.message_id}@{domain}>" if email.message_id else make_msgid(domain=domain)
+    )
     message.attach(MIMEText(email.text, "plain", "utf-8"))
     message.attach(MIMEText(email.html, "html", "utf-8"))
     return message

@@ -477,6 +477,11 @@ def _serve_until_signal(server: WebhookServer, on_ready: Callable[[WebhookServer
     serving = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="webhook-accept"
     )
+    # --- outbox drainer hook (#17): sends the receipts queued with each purchase; one per process ---
+    from services.email.outbox import OutboxDrainer
+
+    drainer = OutboxDrainer(server.container).start()
+    # --- end of the outbox drainer hook (its stop() is below, after the server's) ---
     serving.start()
     try:
         if on_ready is not None:
@@ -487,6 +492,7 @@ def _serve_until_signal(server: WebhookServer, on_ready: Callable[[WebhookServer
     finally:
         drained = server.stop()
         serving.join()
+        drainer.stop()  # outbox drainer hook (#17): finish the batch in hand
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return drained

@@ -211,7 +211,12 @@ def _attempt(
         if permanent or row.attempts >= max_attempts:
             row.status = OutboxStatus.dead
             log.error(
-                "%s email %s to %s is dead after %d attempts: %s", row.template, row.id, shown, row.attempts, error
+                "%s email %s to %s is dead after %d attempts: %s",
+                row.template,
+                row.id,
+                shown,
+                row.attempts,
+                error,
             )
             return Delivery(str(row.id), row.template, shown, "dead", row.attempts, error)
         row.next_attempt_at = now + backoff(row.attempts, retry_base)
@@ -303,17 +308,29 @@ def drain_outbox(
     return report
 
 
-def deliver_now(container: Container, message_id: uuid.UUID | None) -> Delivery | None:
-    """Right after a command committed a queued email: try it once now; never raises (the change it
-    belongs to is committed; a failure stays queued for the next drain). None when nothing was queued."""
+def deliver_now(
+    container: Container, message_id: uuid.UUID | None, quick_retries: int = 1
+) -> Delivery | None:
+    """Right after a command committed a queued email: try it now, and `quick_retries` more times after
+    a short pause (the notification service's retry_delay) if it fails. Never raises (the change it belongs to is committed; a failure stays
+    queued for the next drain). None when nothing was queued."""
+    import time
+
     if message_id is None:
         return None
-    try:
-        report = drain_outbox(container, ids=[message_id])
-    except Exception as exc:  # noqa: BLE001 - the email stays queued; the caller reports it
-        log.error("could not deliver queued email %s now: %s", message_id, _error_text(exc))
-        return Delivery(str(message_id), "", "", "retry", 0, f"{_error_text(exc)} (queued)")
-    return report.deliveries[0] if report.deliveries else None
+    delivery: Delivery | None = None
+    for attempt in range(quick_retries + 1):
+        if attempt and container.notifications.retry_delay:
+            time.sleep(container.notifications.retry_delay)
+        try:
+            report = drain_outbox(container, ids=[message_id])
+        except Exception as exc:  # noqa: BLE001 - the email stays queued; the caller reports it
+            log.error("could not deliver queued email %s now: %s", message_id, _error_text(exc))
+            return Delivery(str(message_id), "", "", "retry", 0, _error_text(exc))
+        delivery = report.deliveries[0] if report.deliveries else None
+        if delivery is None or delivery.status != "retry":
+            break
+    return delivery
 
 
 class OutboxDrainer:
@@ -432,9 +449,7 @@ def list_outbox(container: Container, status: str | None = None, limit: int = 50
         ]
 
 
-def retry_outbox(
-    container: Container, message_id: str | None = None, all_dead: bool = False
-) -> DrainReport:
+def retry_outbox(container: Container, message_id: str | None = None, all_dead: bool = False) -> DrainReport:
     """Put one message (dead or pending) or every dead one back in the queue with fresh attempts,
     then deliver them at once. NotFound for an unknown id, Conflict for one already sent."""
     from sqlalchemy import func, select, update

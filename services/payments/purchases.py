@@ -400,7 +400,12 @@ def _apply(container: Container, fn: Any, obj: dict[str, Any]) -> PurchaseOutcom
         outcome = fn(uow.session, obj)
         queued = queue_receipt(uow.session, container.settings.app_url, outcome)
         uow.commit()
-    deliver_now(container, queued)
+    delivery = deliver_now(container, queued)
+    if delivery is not None:
+        from services.email.notifications import EmailResult
+
+        sent = delivery.status == "sent"
+        outcome.email = EmailResult(sent, delivery.provider_id, delivery.error, delivery.attempts)
     return outcome
 
 

@@ -237,7 +237,9 @@ def _fix(
                 purchase.id,
                 {"session_id": stripe_session.get("id")},
             )
-        queued = purchases.queue_receipt(uow.session, container.settings.app_url, outcome) if changed else None
+        queued = (
+            purchases.queue_receipt(uow.session, container.settings.app_url, outcome) if changed else None
+        )
         uow.commit()
     if not changed:
         return

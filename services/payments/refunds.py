@@ -351,12 +351,18 @@ def _send_confirmation(container: Container, queued: Any) -> EmailOutcome:
     from services.email.outbox import deliver_now
 
     if queued is None:
-        return EmailOutcome(sent=False, message_id=None, error="the customer's address cannot receive email.", attempts=0)
+        return EmailOutcome(
+            sent=False, message_id=None, error="the customer's address cannot receive email.", attempts=0
+        )
     delivery = deliver_now(container, queued)
     if delivery is None or delivery.status == "busy":
-        return EmailOutcome(sent=False, message_id=None, error="it is queued and an outbox drainer is sending it.", attempts=0)
+        return EmailOutcome(
+            sent=False, message_id=None, error="it is queued and an outbox drainer is sending it.", attempts=0
+        )
     if delivery.status == "sent":
-        return EmailOutcome(sent=True, message_id=delivery.provider_id, error=None, attempts=delivery.attempts)
+        return EmailOutcome(
+            sent=True, message_id=delivery.provider_id, error=None, attempts=delivery.attempts
+        )
     error = (delivery.error or "unknown error").rstrip(".")
     if delivery.status == "retry":
         error += "; it stays queued and `codex email drain` retries it."

@@ -22,7 +22,7 @@ def empty_engine(pg):  # type: ignore[no-untyped-def]
 def test_migrate_is_idempotent(empty_engine) -> None:
     first = migrations.migrate(empty_engine)
     assert first.before is None and first.after == migrations.get_status(empty_engine).head
-    assert len(first.applied) == 1
+    assert first.applied and first.applied[0].startswith("0001")
     second = migrations.migrate(empty_engine)
     assert second.applied == [] and second.after == first.after
 
