@@ -289,12 +289,12 @@ def drain_outbox(
             if not rows:
                 break
             now = datetime.now(UTC)
+            claimed = {row.id for row in rows}
             for row in rows:
                 report.deliveries.append(_attempt(container, row, now, max_attempts, retry_base))
             uow.commit()
-        done += len(rows)
+        done += len(claimed)
         if wanted is not None:
-            claimed = {row.id for row in rows}
             wanted = [i for i in wanted if i not in claimed]
     for missing in wanted or []:
         report.deliveries.append(Delivery(str(missing), "", "", "busy", 0))

@@ -9,6 +9,7 @@ The real `resend` SDK talks to it over HTTP on 127.0.0.1 (an ephemeral port) thr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -41,7 +42,10 @@ class ResendStandIn:
 
     requests: list[CapturedRequest] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
-    _keys: dict[str, tuple[Any, str | None]] = field(default_factory=dict)  # key -> (body, id or in progress)
+    _keys: dict[str, tuple[Any, str | None]] = field(default_factory=dict)  # key -> (first body, its id)
+    _hold: str = ""  # "" | "before" (the request waits, nothing accepted) | "after" (accepted, answer waits)
+    _released: threading.Event = field(default_factory=threading.Event)
+    held: int = 0  # requests waiting right now
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -61,6 +65,26 @@ class ResendStandIn:
         }.get(status, "internal_server_error")
         with self._lock:
             self._failures.extend(_Failure(status, message, name or default_name) for _ in range(count))
+
+    def hold(self, when: str) -> None:
+        """Make every next request wait until `release()`: `before` accepting it (the email is not
+        sent) or `after` (sent, but the client has no answer): a client killed meanwhile never knows."""
+        assert when in ("before", "after")
+        self._released.clear()
+        self._hold = when
+
+    def release(self) -> None:
+        self._hold = ""
+        self._released.set()
+
+    def _wait_if_held(self, when: str) -> None:
+        if self._hold != when:
+            return
+        with self._lock:
+            self.held += 1
+        self._released.wait(60)
+        with self._lock:
+            self.held -= 1
 
     @property
     def emails(self) -> list[Any]:
@@ -101,6 +125,7 @@ class ResendStandIn:
         return self
 
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -131,7 +156,14 @@ class ResendStandIn:
             captured = CapturedRequest("POST", handler.path, headers, body, 401)
             payload = {"statusCode": 401, "name": "missing_api_key", "message": "Missing API key"}
         else:
+            self._wait_if_held("before")
             captured, payload = self._accept(handler.path, headers, body)
+            if captured.status == 200 and not captured.replayed:
+                with self._lock:
+                    self.requests.append(captured)
+                self._wait_if_held("after")
+                self._reply(handler, captured.status, payload)
+                return
         with self._lock:
             self.requests.append(captured)
         self._reply(handler, captured.status, payload)
@@ -160,8 +192,9 @@ class ResendStandIn:
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        with contextlib.suppress(OSError):  # the client may be gone (killed while we held its answer)
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
