@@ -139,7 +139,9 @@ def replay(
         return
     typer.echo(f"{outcome.event_id} ({outcome.type}): {outcome.outcome}, {outcome.action}.")
     if outcome.email == "failed":
-        typer.echo("The receipt email failed; see the log above.", err=True)
+        typer.echo(
+            "The receipt email failed; it stays queued for `codex email drain` (see the log above).", err=True
+        )
 
 
 @app.command()

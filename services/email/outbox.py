@@ -311,9 +311,10 @@ def drain_outbox(
 def deliver_now(
     container: Container, message_id: uuid.UUID | None, quick_retries: int = 1
 ) -> Delivery | None:
-    """Right after a command committed a queued email: try it now, and `quick_retries` more times after
-    a short pause (the notification service's retry_delay) if it fails. Never raises (the change it belongs to is committed; a failure stays
-    queued for the next drain). None when nothing was queued."""
+    """Right after a command committed a queued email: try it now, and `quick_retries` more times
+    after a short pause (the notification service's retry_delay) if it fails. Never raises (the
+    change it belongs to is committed; a failure stays queued for the next drain). None when
+    nothing was queued."""
     import time
 
     if message_id is None:

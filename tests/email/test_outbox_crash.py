@@ -173,10 +173,12 @@ def test_listener_killed_mid_burst_sends_exactly_one_receipt_per_purchase(
             _wait(lambda: completed() == PURCHASES - blocked, "the unblocked purchases")
             with engine.connect() as conn:
                 _wait(
-                    lambda: conn.scalar(
-                        text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-                    )
-                    >= 1,
+                    lambda: (
+                        conn.scalar(
+                            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                        )
+                        >= 1
+                    ),
                     "an event waiting on our lock",
                 )
         else:
@@ -205,8 +207,6 @@ def test_listener_killed_mid_burst_sends_exactly_one_receipt_per_purchase(
     receipts = [e["to"][0] for e in resend_server.emails]
     assert sorted(receipts) == sorted(s["customer_email"] for s in shop)  # one each, none twice
     with engine.connect() as conn:
-        statuses = dict(
-            conn.execute(text("SELECT status, count(*) FROM email_outbox GROUP BY status")).all()
-        )
+        statuses = dict(conn.execute(text("SELECT status, count(*) FROM email_outbox GROUP BY status")).all())
     assert statuses == {"sent": PURCHASES}
     engine.dispose()

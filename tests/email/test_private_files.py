@@ -43,7 +43,12 @@ def test_outbox_under_a_0022_umask_is_private(tmp_path, umask_0022) -> None:
     OutboxSender(home / "outbox").send(_email())
     OutboxSender(home / "outbox").send(_email())  # the same message again: one file
     [eml] = (home / "outbox").glob("*.eml")
-    assert (_mode(home.parent), _mode(home), _mode(home / "outbox"), _mode(eml)) == (0o700, 0o700, 0o700, 0o600)
+    assert (_mode(home.parent), _mode(home), _mode(home / "outbox"), _mode(eml)) == (
+        0o700,
+        0o700,
+        0o700,
+        0o600,
+    )
     assert eml.name == "6f1c2a3e-0000-4000-8000-000000000001.eml"
     assert not [p for p in (home / "outbox").iterdir() if p.name.startswith(".")]  # no temp file left
 
