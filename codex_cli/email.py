@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from codex_cli.common import ByOpt, DryRunOpt, JsonOpt, YesOpt, confirm, container, print_json, print_table
+
+if TYPE_CHECKING:
+    from services.email.outbox import DrainReport
 
 app = typer.Typer(
     help="Email: the outbox (queue, drain, retry) and templates (preview, test, overrides).",
@@ -195,7 +198,7 @@ StatusOpt = Annotated[
 ]
 
 
-def _drain_lines(report) -> None:  # type: ignore[no-untyped-def]
+def _drain_lines(report: DrainReport) -> None:
     for d in report.deliveries:
         if d.status == "sent":
             typer.echo(f"sent  {d.id} {d.template} to {d.recipient}")
@@ -215,7 +218,7 @@ def _drain_lines(report) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def _drain_json(report) -> dict:  # type: ignore[no-untyped-def,type-arg]
+def _drain_json(report: DrainReport) -> dict[str, Any]:
     return {
         "sent": report.sent,
         "retry": report.retried,

@@ -34,6 +34,7 @@ TABLES = {
     "email_templates",
     "stripe_events",
     "audit_log",
+    "email_outbox",
 }
 ENUMS = {
     "user_role": ["customer", "platform_owner"],
@@ -42,6 +43,7 @@ ENUMS = {
     "media_status": ["uploaded", "transcoding", "ready", "failed"],
     "content_status": ["draft", "published", "archived"],
     "purchase_status": ["pending", "completed", "failed"],
+    "email_outbox_status": ["pending", "sent", "dead"],
 }
 
 
