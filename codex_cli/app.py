@@ -166,7 +166,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "access": ("access", "Who may watch what: check access, grant complimentary access, libraries."),
     "purchases": ("access", "Purchases, newest first: list with filters, show one."),
     "users": ("access", "Users: list, show, create (customers), set-role; audited changes."),
-    "email": ("email", "Email templates: list, preview, send a test, override from the database."),
+    "email": ("email", "Email: the outbox (queue, drain, retry) and templates (preview, test, overrides)."),
     "checkout": ("payments", "Stripe Checkout: create a payment link for a customer and content."),
     "webhook": ("webhook", "Stripe webhooks: run the listener, inspect, replay, backfill, prune events."),
     "refund": ("refund", "Refund a completed purchase through Stripe (30-day window), with email and audit."),

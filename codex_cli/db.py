@@ -123,7 +123,7 @@ def url() -> None:
 @app.command()
 def stop() -> None:
     """Stop the embedded PostgreSQL server (its data stays under CODEX_HOME)."""
-    from services.adapters.db import stop_embedded
+    from services.adapters.db import embedded_data_dir, stop_embedded
     from services.settings import Settings
 
     settings = Settings.load()
@@ -131,7 +131,7 @@ def stop() -> None:
         typer.echo("DATABASE_URL is set: there is no embedded server to stop.", err=True)
         raise typer.Exit(2)
     if stop_embedded(settings.codex_home):
-        typer.echo(f"Stopped the embedded PostgreSQL in {settings.codex_home / 'pgdata'}.")
+        typer.echo(f"Stopped the embedded PostgreSQL in {embedded_data_dir(settings.codex_home)}.")
     else:
         typer.echo("The embedded PostgreSQL is not running.")
 

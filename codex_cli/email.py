@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from codex_cli.common import ByOpt, DryRunOpt, JsonOpt, YesOpt, confirm, container, print_json, print_table
 
+if TYPE_CHECKING:
+    from services.email.outbox import DrainReport
+
 app = typer.Typer(
-    help="Email templates: list, preview, send a test, override from the database.", no_args_is_help=True
+    help="Email: the outbox (queue, drain, retry) and templates (preview, test, overrides).",
+    no_args_is_help=True,
 )
 
 KeyArg = Annotated[
@@ -184,6 +188,127 @@ def reset_override(
         print_json({"key": key, "deleted": True, "dry_run": False})
         return
     typer.echo(f"Deleted the override of {key}; the file template applies again.")
+
+
+# --- the outbox ---
+
+StatusOpt = Annotated[
+    str | None,
+    typer.Option("--status", help="Only messages in this state: pending, sent or dead.", metavar="STATUS"),
+]
+
+
+def _drain_lines(report: DrainReport) -> None:
+    for d in report.deliveries:
+        if d.status == "sent":
+            typer.echo(f"sent  {d.id} {d.template} to {d.recipient}")
+        elif d.status == "retry":
+            typer.echo(
+                f"retry {d.id} {d.template} to {d.recipient} (attempt {d.attempts}): {d.error}", err=True
+            )
+        elif d.status == "dead":
+            typer.echo(
+                f"dead  {d.id} {d.template} to {d.recipient} (attempt {d.attempts}): {d.error}", err=True
+            )
+        else:
+            typer.echo(f"busy  {d.id}: another drainer holds it, or it is not pending", err=True)
+    typer.echo(
+        f"{report.sent} sent, {report.retried} to retry later, {report.dead} parked dead now; "
+        f"{report.dead_total} dead in the outbox."
+    )
+
+
+def _drain_json(report: DrainReport) -> dict[str, Any]:
+    return {
+        "sent": report.sent,
+        "retry": report.retried,
+        "dead": report.dead,
+        "dead_total": report.dead_total,
+        "deliveries": report.deliveries,
+    }
+
+
+@app.command()
+def drain(
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", help="Park a message as dead after this many failed sends.")
+    ] = 5,
+    limit: Annotated[int | None, typer.Option("--limit", help="Send at most this many messages.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Send every due message in the outbox (for cron); exit 4 when any message is parked dead."""
+    from services.email.outbox import drain_outbox
+
+    report = drain_outbox(container(), max_attempts=max_attempts, limit=limit)
+    if json_output:
+        print_json(_drain_json(report))
+    else:
+        _drain_lines(report)
+    if report.dead_total:
+        if not json_output:
+            typer.echo(
+                f"{report.dead_total} email(s) are dead: `codex email queue --status dead` lists them, "
+                "`codex email retry --all-dead` sends them again.",
+                err=True,
+            )
+        raise typer.Exit(4)
+
+
+@app.command()
+def queue(
+    status: StatusOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Show at most this many, newest first.")] = 50,
+    json_output: JsonOpt = False,
+) -> None:
+    """List the outbox: queued, sent and dead emails, newest first (recipients masked)."""
+    from services.email.outbox import list_outbox
+
+    items = list_outbox(container(), status=status, limit=limit)
+    if json_output:
+        print_json(items)
+        return
+    print_table(
+        ["id", "template", "to", "status", "attempts", "created", "next / sent", "last error"],
+        [
+            [
+                i.id,
+                i.template,
+                i.recipient,
+                i.status,
+                i.attempts,
+                f"{i.created_at:%Y-%m-%d %H:%M:%S}",
+                f"{(i.next_attempt_at or i.sent_at):%Y-%m-%d %H:%M:%S}"
+                if (i.next_attempt_at or i.sent_at)
+                else "",
+                i.last_error or "",
+            ]
+            for i in items
+        ],
+    )
+
+
+@app.command()
+def retry(
+    message_id: Annotated[
+        str | None, typer.Argument(help="The message to send again (an id from `codex email queue`).")
+    ] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Every message parked dead.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Put a dead (or pending) message back in the queue with fresh attempts and send it now."""
+    from services.email.outbox import retry_outbox
+
+    if (message_id is None) == (not all_dead):
+        raise typer.BadParameter("Give a message ID or --all-dead (not both).")
+    report = retry_outbox(container(), message_id, all_dead=all_dead)
+    if json_output:
+        print_json(_drain_json(report))
+    elif not report.deliveries:
+        typer.echo("No dead emails to retry.")
+    else:
+        _drain_lines(report)
+    if report.count("sent") != len(report.deliveries):
+        raise typer.Exit(4)
 
 
 def register(root: typer.Typer) -> None:

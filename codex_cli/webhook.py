@@ -62,10 +62,13 @@ def listen(
 
     # Work that lives as long as the listener: started once it accepts, stopped after it drained
     # (one per listener, whatever --workers is); see http_listener.BackgroundTask.
-    background: list[BackgroundTask] = []
+    from services.email.outbox import OutboxDrainer
+
+    c = container()
+    background: list[BackgroundTask] = [OutboxDrainer(c)]  # sends the receipts queued with purchases
     try:
         drained = run_listener(
-            container(),
+            c,
             host=host,
             port=port,
             on_ready=ready,
@@ -146,7 +149,9 @@ def replay(
         return
     typer.echo(f"{outcome.event_id} ({outcome.type}): {outcome.outcome}, {outcome.action}.")
     if outcome.email == "failed":
-        typer.echo("The receipt email failed; see the log above.", err=True)
+        typer.echo(
+            "The receipt email failed; it stays queued for `codex email drain` (see the log above).", err=True
+        )
 
 
 @app.command()

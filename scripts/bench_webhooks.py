@@ -697,6 +697,16 @@ def main() -> None:
                     print(f"  after/before saturation, {w} worker(s): {after / before:.2f}x")
 
             problems += verify_all(url, len(sessions))
+            # Receipts go through the outbox (#17): the listener's drainer thread sends them; what it
+            # had not sent when stopped is sent here, as cron's `codex email drain` would.
+            drain = subprocess.run(
+                [sys.executable, "-m", "codex_cli", "email", "drain"],
+                env=env,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+            )
+            print(f"verify: `codex email drain` after the runs: {drain.stdout.strip().splitlines()[-1:]}")
             emails = len(list((home / "outbox").glob("*.eml")))
             print(f"verify: receipt emails {emails} for {len(sessions)} purchases")
             if emails != len(sessions):

@@ -75,6 +75,10 @@ class Container:
         """The media bucket: S3ObjectStore on R2/S3, or LocalObjectStore under CODEX_HOME/objects."""
         from services.adapters.storage import build_object_store
 
+        if self.settings.local_object_store:
+            from services.adapters.private_files import private_dir
+
+            private_dir(self.settings.codex_home)  # the local store's folder must not make CODEX_HOME 0755
         return build_object_store(self.settings)
 
     @cached_property

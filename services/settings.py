@@ -160,7 +160,9 @@ class Settings:
         """Which parts run on embedded local defaults, and where."""
         parts = {}
         if self.embedded_database:
-            parts["database"] = f"embedded PostgreSQL in {self.codex_home / 'pgdata'}"
+            from services.adapters.db import embedded_data_dir
+
+            parts["database"] = f"embedded PostgreSQL in {embedded_data_dir(self.codex_home)}"
         if self.local_object_store:
             parts["object store"] = f"local directory {self.codex_home / 'objects'}"
         if self.outbox_email:

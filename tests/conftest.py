@@ -63,10 +63,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> TestPostgres:
-    server = TestPostgres(tmp_path_factory.mktemp("pg"))
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestPostgres]:
+    root = tmp_path_factory.mktemp("pg")
+    if os.geteuid() == 0:
+        # As root the server runs as user `pgserver`, which must reach its data: not under
+        # /tmp/pytest-of-root, which every other pytest run on the machine closes again (0700),
+        # killing a running server. A folder of its own in /tmp, removed at the end.
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="codex-test-pg-"))
+        root.chmod(0o755)
+    server = TestPostgres(root)
     server.create_template()
-    return server
+    yield server
+    if os.geteuid() == 0:
+        server.server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,21 +25,92 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# As root, pgserver runs postgres as its own `pgserver` user and, on every start, adds g+rx,o+rx to
+# every parent folder of the data directory (and of its own binaries). So as root the data lives
+# outside CODEX_HOME, in a folder of its own under a system path that is open to everyone anyway;
+# CODEX_HOME (outbox, resume records, objects) stays 0700.
+ROOT_DATA_BASE = Path("/var/lib/codex-pgserver")
+
+
+def embedded_data_dir(home: Path) -> Path:
+    """The embedded server's data directory: `home/pgdata`, or as root `/var/lib/codex-pgserver/<hash
+    of CODEX_HOME>/pgdata` (one server per CODEX_HOME)."""
+    if not _is_root():
+        return home / "pgdata"
+    import hashlib
+
+    digest = hashlib.sha256(str(home.expanduser().resolve()).encode()).hexdigest()[:12]
+    return ROOT_DATA_BASE / digest / "pgdata"
+
+
+def _would_open(path: Path, created_by_codex: set[Path]) -> Path | None:
+    """The first parent of `path` that pgserver's chmod g+rx,o+rx would loosen and codex did not create."""
+    import stat
+
+    wanted = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+    for folder in path.parents:
+        if folder in created_by_codex or not folder.exists():
+            continue
+        if folder.stat().st_mode & wanted != wanted:
+            return folder
+    return None
+
+
+def _prepare_root_layout(home: Path, pgdata: Path) -> None:
+    """As root: refuse the old layout under CODEX_HOME and any folder pgserver would open that codex did
+    not make; create the data directory's own parents (open: they hold nothing but the data dir)."""
+    import os
+
+    from services.core.errors import ConfigurationError
+
+    legacy = home / "pgdata"
+    if (legacy / "PG_VERSION").exists():
+        raise ConfigurationError(
+            f"The embedded PostgreSQL data is in {legacy}, where the server (run as user pgserver) would "
+            f"open CODEX_HOME to other users; stop it (`codex db stop`) and move it: "
+            f"mkdir -p {pgdata.parent} && mv {legacy} {pgdata}"
+        )
+    created = {ROOT_DATA_BASE, pgdata.parent}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    for target in (pgdata, POSTGRES_BIN_PATH):
+        closed = _would_open(target, created)
+        if closed is not None:
+            raise ConfigurationError(
+                f"The embedded PostgreSQL runs as user pgserver and must reach {target}, but {closed} is "
+                "closed to other users and codex will not open a folder it did not create; set "
+                "DATABASE_URL, run codex as a regular user, or open that folder yourself (chmod go+rx)."
+            )
+    for folder in (ROOT_DATA_BASE, pgdata.parent):
+        if not folder.exists():
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o755)
+                os.chmod(folder, 0o755)
+    pgdata.mkdir(mode=0o700, exist_ok=True)
+
+
 def embedded_server(home: Path) -> Any:
-    """Start (or reuse) the embedded PostgreSQL under `home/pgdata`; it stays up between commands."""
-    home.mkdir(parents=True, exist_ok=True)
+    """Start (or reuse) the embedded PostgreSQL (see `embedded_data_dir`); it stays up between commands."""
+    from services.adapters.private_files import private_dir
+
+    private_dir(home)
+    pgdata = embedded_data_dir(home)
+    if _is_root():
+        _prepare_root_layout(home, pgdata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
-        return pgserver.get_server(home / "pgdata", cleanup_mode=None)
+        return pgserver.get_server(pgdata, cleanup_mode=None)
 
 
 def embedded_url(home: Path) -> str:
     """The URL of the `codex` database on the embedded server, creating that database on first use."""
     server = embedded_server(home)
     base = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
-    marker = home / "pgdata" / ".codex-database"
+    marker = embedded_data_dir(home) / ".codex-database"
     url = base.replace("/postgres?", f"/{EMBEDDED_DB_NAME}?", 1)
     if not marker.exists():
         import psycopg
@@ -55,7 +127,7 @@ def embedded_url(home: Path) -> str:
 
 def stop_embedded(home: Path) -> bool:
     """Stop the embedded server if it runs; True when it was running."""
-    pgdata = home / "pgdata"
+    pgdata = embedded_data_dir(home)
     if not (pgdata / "postmaster.pid").exists():
         return False
     with warnings.catch_warnings():

@@ -4,9 +4,7 @@ CODEX_HOME/outbox, the embedded default). Only this module imports `resend`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 import threading
 import uuid
@@ -39,6 +37,8 @@ class OutgoingEmail:
     template: str = ""
     # The same key on the retry, so a provider that got the first request does not send twice.
     idempotency_key: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # The outbox row's id: the .eml file's name and Message-ID, so writing it again replaces it.
+    message_id: str = ""
 
 
 class EmailSender(Protocol):
@@ -87,20 +87,21 @@ class OutboxSender:
         self.directory = directory
 
     def send(self, email: OutgoingEmail) -> str:
-        message = build_mime_message(email)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        name = f"{stamp}-{email.template or 'email'}-{uuid.uuid4().hex[:8]}.eml"
-        path = self.directory / name
-        tmp = self.directory / f".{name}.tmp"
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            from email import policy
+        from email import policy
 
-            tmp.write_bytes(message.as_bytes(policy=policy.compat32.clone(linesep="\r\n")))
-            os.replace(tmp, path)  # readers never see half a message
+        from services.adapters.private_files import private_dir, write_private
+
+        message = build_mime_message(email)
+        if email.message_id:
+            name = f"{email.message_id}.eml"
+        else:  # a test email (`codex email send-test`), not an outbox message
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            name = f"{stamp}-{email.template or 'email'}-{uuid.uuid4().hex[:8]}.eml"
+        path = self.directory / name
+        try:
+            private_dir(self.directory)
+            write_private(path, message.as_bytes(policy=policy.compat32.clone(linesep="\r\n")))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             raise ExternalServiceError(
                 f"Could not write to the outbox folder {self.directory}: {exc.strerror or exc}."
             ) from None
@@ -111,9 +112,11 @@ class OutboxSender:
         return f"outbox folder {self.directory}"
 
     def check(self) -> str:
+        from services.adapters.private_files import private_dir
+
         probe = self.directory / f".codex-check-{uuid.uuid4().hex[:8]}"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_dir(self.directory)
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
@@ -147,7 +150,9 @@ def build_mime_message(email: OutgoingEmail) -> Any:
         message["Reply-To"] = _address(email.reply_to)
     message["Date"] = formatdate(localtime=False, usegmt=True)
     domain = email.sender.rsplit("@", 1)[-1].rstrip(">") or "codex.local"
-    message["Message-ID"] = make_msgid(domain=domain)
+    message["Message-ID"] = (
+        f"<{email.message_id}@{domain}>" if email.message_id else make_msgid(domain=domain)
+    )
     message.attach(MIMEText(email.text, "plain", "utf-8"))
     message.attach(MIMEText(email.html, "html", "utf-8"))
     return message
@@ -190,6 +195,10 @@ class ResendSender:
             try:
                 response = resend.Emails.send(params, {"idempotency_key": email.idempotency_key})  # type: ignore[arg-type]
             except ResendError as exc:
+                if getattr(exc, "error_type", "") == "invalid_idempotent_request":
+                    # This key was accepted before with another body (a template changed between a
+                    # send and its retry): Resend delivered the first one and will not send another.
+                    return f"resend:already-accepted:{email.idempotency_key}"
                 raise ExternalServiceError(self._error_text(exc)) from None
             except NoContentError:
                 raise ExternalServiceError("Resend returned an empty response.") from None

@@ -172,12 +172,26 @@ def seed_owner(
         if send_invite:
             token = secrets.token_urlsafe(32)
             expires = datetime.now(UTC) + INVITE_TTL
-            db.add(VerificationToken(user_id=user.id, token=token, expires_at=expires))
+            invite = VerificationToken(user_id=user.id, token=token, expires_at=expires)
+            db.add(invite)
         if changes:
             record_audit(db, user, "seed.owner", "user", user.id, {"changes": changes, "organization": slug})
+        queued = None
         if expires is not None:
             # The token itself stays out of the audit log: it is a credential until it expires.
             record_audit(db, user, "seed.owner.invite", "user", user.id, {"expires_at": expires.isoformat()})
+            from services.email.outbox import queue_email
+
+            db.flush()  # the token's id keys the email: one invite, one email
+            # Queued with the token, in its transaction: the link works when the email arrives.
+            reset_url = f"{container.settings.app_url.rstrip('/')}/reset-password?token={token}"
+            queued = queue_email(
+                db,
+                "password-reset",
+                email,
+                {"userName": user.name, "resetUrl": reset_url},
+                idempotency_key=f"owner-invite-{invite.id}",
+            )
         uow.commit()
         result = SeedOwnerResult(
             user_id=str(user.id),
@@ -186,16 +200,13 @@ def seed_owner(
             organization_slug=org.slug,
             changes=changes,
         )
-        user_name = user.name
 
-    if token is not None:
-        # After the commit: the token exists before anyone can click the link.
-        reset_url = f"{container.settings.app_url.rstrip('/')}/reset-password?token={token}"
-        sent = container.notifications.send_email(
-            "password-reset", email, {"userName": user_name, "resetUrl": reset_url}
-        )
-        result.invite_sent = sent.success
-        result.invite_error = sent.error
+    if queued is not None:
+        from services.email.outbox import deliver_now
+
+        delivery = deliver_now(container, queued)
+        result.invite_sent = delivery is not None and delivery.status == "sent"
+        result.invite_error = None if result.invite_sent or delivery is None else delivery.error
         result.invite_expires_at = expires
     return result
 

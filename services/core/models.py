@@ -98,6 +98,12 @@ class StripeEventStatus(enum.StrEnum):
     failed_permanently = "failed_permanently"
 
 
+class OutboxStatus(enum.StrEnum):
+    pending = "pending"
+    sent = "sent"
+    dead = "dead"
+
+
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
     return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
 
@@ -440,6 +446,40 @@ class StripeRefund(Timestamps, Base):
     reason: Mapped[str | None] = mapped_column(Text)
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (Index(None, "payment_intent_id"),)
+
+
+class EmailOutbox(Timestamps, Base):
+    """One email caused by a state change, queued in the change's own transaction (services.email.outbox)."""
+
+    __tablename__ = "email_outbox"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    template: Mapped[str] = mapped_column(Text, nullable=False)
+    recipient: Mapped[str] = mapped_column(Text, nullable=False)
+    variables: Mapped[Any] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    reply_to: Mapped[str | None] = mapped_column(Text)
+    # Stable per cause (`purchase-receipt-<purchase id>`): queued twice is one row, sent twice is one
+    # email (Resend's Idempotency-Key).
+    idempotency_key: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    status: Mapped[OutboxStatus] = mapped_column(
+        _enum(OutboxStatus, "email_outbox_status"), nullable=False, server_default=OutboxStatus.pending.value
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        # What a drainer claims: pending messages that are due, oldest first.
+        Index(
+            "ix_email_outbox_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(None, "status"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    )
 
 
 class AuditLog(Timestamps, Base):

@@ -100,7 +100,7 @@ def _run_check(name: str, check: Callable[[], str], settings: Settings, local: b
 
 
 def _check_database(container: Container) -> str:
-    from services.adapters.db import connection_error, is_connection_error
+    from services.adapters.db import connection_error, embedded_data_dir, is_connection_error
     from services.adapters.migrations import get_status
     from services.core.masking import url_target
 
@@ -113,7 +113,7 @@ def _check_database(container: Container) -> str:
             raise connection_error(url, exc) from None
         raise
     where = (
-        f"embedded PostgreSQL in {settings.codex_home / 'pgdata'}"
+        f"embedded PostgreSQL in {embedded_data_dir(settings.codex_home)}"
         if settings.embedded_database
         else url_target(container.database_url)
     )

@@ -522,16 +522,17 @@ def _receipt(db: Session, row: ContentPurchase, amount_cents: int, currency: str
 # --- after the commit -----------------------------------------------------------------------------
 
 
-def send_receipt(container: Container, outcome: PurchaseOutcome) -> EmailResult | None:
-    """The purchase-receipt email for a newly completed purchase; None when there is nothing to send.
+def queue_receipt(db: Session, app_url: str, outcome: PurchaseOutcome) -> uuid.UUID | None:
+    """Queue the purchase-receipt email in the purchase's own transaction (the outbox); None when
+    there is nothing to send. The key is the purchase's, so the receipt is queued and sent once."""
+    from services.email.outbox import queue_email
 
-    Never raises for a delivery failure: the EmailResult says what happened (the purchase stands).
-    """
     receipt = outcome.receipt
     if receipt is None or outcome.action != "completed":
         return None
-    app_url = container.settings.app_url.rstrip("/")
-    result = container.notifications.send_email(
+    app_url = app_url.rstrip("/")
+    return queue_email(
+        db,
         "purchase-receipt",
         receipt.recipient,
         {
@@ -543,15 +544,21 @@ def send_receipt(container: Container, outcome: PurchaseOutcome) -> EmailResult 
         },
         idempotency_key=f"purchase-receipt-{receipt.purchase_id}",
     )
-    outcome.email = result
-    return result
 
 
 def _apply(container: Container, fn: Any, obj: dict[str, Any]) -> PurchaseOutcome:
+    from services.email.outbox import deliver_now
+
     with container.uow() as uow:
         outcome = fn(uow.session, obj)
+        queued = queue_receipt(uow.session, container.settings.app_url, outcome)
         uow.commit()
-    send_receipt(container, outcome)
+    delivery = deliver_now(container, queued)
+    if delivery is not None:
+        from services.email.notifications import EmailResult
+
+        sent = delivery.status == "sent"
+        outcome.email = EmailResult(sent, delivery.provider_id, delivery.error, delivery.attempts)
     return outcome
 
 

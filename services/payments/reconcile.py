@@ -239,6 +239,9 @@ def _fix(
                 purchase.id,
                 {"session_id": stripe_session.get("id")},
             )
+        queued = (
+            purchases.queue_receipt(uow.session, container.settings.app_url, outcome) if changed else None
+        )
         uow.commit()
     if not changed:
         return
@@ -253,8 +256,10 @@ def _fix(
             )
         )
     if kind == "completed":
-        result = purchases.send_receipt(container, outcome)
-        if result is not None and not result.success:
+        from services.email.outbox import deliver_now
+
+        delivery = deliver_now(container, queued)
+        if delivery is not None and delivery.status != "sent":
             report.emails_failed += 1
 
 

@@ -199,8 +199,8 @@ def refund_purchase(
             _ = container.stripe  # a missing STRIPE_SECRET_KEY is said before the question, not after
         assert confirm is not None
         confirm(plan)
-    result, email_data, recipient = _refund_locked(container, purchase_id, reason, request)
-    email = _send_confirmation(container, result, recipient, email_data)
+    result, queued = _refund_locked(container, purchase_id, reason, request)
+    email = _send_confirmation(container, queued)
     return replace(result, email=email)
 
 
@@ -222,8 +222,9 @@ def _plan(container: Container, purchase_id: uuid.UUID, request: RefundRequest) 
 
 def _refund_locked(
     container: Container, purchase_id: uuid.UUID, reason: str, request: RefundRequest
-) -> tuple[RefundResult, dict[str, Any], str]:
-    """The transaction: lock, check, Stripe, record, audit, commit. Returns what the email needs."""
+) -> tuple[RefundResult, Any]:
+    """The transaction: lock, check, Stripe, record, audit, queue the email, commit. Returns the
+    result and the queued email's id."""
     with container.uow() as uow:
         session = uow.session
         operator = resolve_operator(session, container.settings.operator_email(request.operator_email))
@@ -267,6 +268,14 @@ def _refund_locked(
                 "override_window": request.override_window,
             },
         )
+        email_data = {
+            "customerName": customer.name,
+            "contentTitle": content.title,
+            "refundAmount": Money(amount_cents, purchase.currency),
+            "refundDate": refunded_at,
+        }
+        # In the refund's transaction: the confirmation is committed with the refund, or not at all.
+        queued = _queue_confirmation(session, purchase.id, customer.email, email_data)
         try:
             uow.commit()
         except Exception as exc:
@@ -278,12 +287,6 @@ def _refund_locked(
                 f"({type(exc).__name__}); run the same command again to record it (Stripe returns the "
                 "same refund, it does not refund twice)."
             ) from None
-        email_data = {
-            "customerName": customer.name,
-            "contentTitle": content.title,
-            "refundAmount": Money(amount_cents, purchase.currency),
-            "refundDate": refunded_at,
-        }
         done = replace(
             result,
             refunded=True,
@@ -292,7 +295,7 @@ def _refund_locked(
             amount_cents=amount_cents,
             amount=format_money(amount_cents, purchase.currency),
         )
-        return done, email_data, customer.email
+        return done, queued
 
 
 def _stripe_refund(
@@ -340,21 +343,45 @@ def _stripe_refund(
         raise ExternalServiceError(f"Payment refund failed: {message}. Nothing was recorded.") from None
 
 
-def _send_confirmation(
-    container: Container, result: RefundResult, recipient: str, data: dict[str, Any]
-) -> EmailOutcome:
-    """The refund-confirmation email; never raises, the refund is already committed."""
+def _queue_confirmation(session: Any, purchase_id: Any, recipient: str, data: dict[str, Any]) -> Any:
+    """Queue the refund-confirmation email in the refund's transaction; None when it cannot be queued
+    (a bad address must not block a refund Stripe has made)."""
+    from services.email.outbox import queue_email
+
     try:
-        sent = container.notifications.send_email(
-            "refund-confirmation",
-            recipient,
-            data,
-            idempotency_key=f"refund-confirmation-{result.purchase_id}",
+        with session.begin_nested():
+            return queue_email(
+                session,
+                "refund-confirmation",
+                recipient,
+                data,
+                idempotency_key=f"refund-confirmation-{purchase_id}",
+            )
+    except CodexError:
+        return None
+
+
+def _send_confirmation(container: Container, queued: Any) -> EmailOutcome:
+    """The refund-confirmation email, tried once right after the commit; never raises, the refund is
+    already committed. A failed send stays in the outbox for `codex email drain`."""
+    from services.email.outbox import deliver_now
+
+    if queued is None:
+        return EmailOutcome(
+            sent=False, message_id=None, error="the customer's address cannot receive email.", attempts=0
         )
-    except CodexError as exc:
-        return EmailOutcome(sent=False, message_id=None, error=str(exc), attempts=0)
-    except Exception as exc:  # noqa: BLE001 - an email problem must not hide a committed refund
-        return EmailOutcome(sent=False, message_id=None, error=f"unexpected {type(exc).__name__}", attempts=0)
-    return EmailOutcome(
-        sent=sent.success, message_id=sent.message_id, error=sent.error, attempts=sent.attempts
-    )
+    delivery = deliver_now(container, queued)
+    if delivery is None or delivery.status == "busy":
+        return EmailOutcome(
+            sent=False, message_id=None, error="it is queued and an outbox drainer is sending it.", attempts=0
+        )
+    if delivery.status == "sent":
+        return EmailOutcome(
+            sent=True, message_id=delivery.provider_id, error=None, attempts=delivery.attempts
+        )
+    error = (delivery.error or "unknown error").rstrip(".")
+    if delivery.status == "retry":
+        error += "; it stays queued and `codex email drain` retries it."
+    else:
+        error += "; it is parked dead (see `codex email queue --status dead`)."
+    return EmailOutcome(sent=False, message_id=None, error=error, attempts=delivery.attempts)

@@ -68,8 +68,8 @@ class WebhookOutcome:
     outcome: str
     action: str
     purchase_id: str | None = None
-    email: str = "none"  # none | sent | failed | deferred (call send_deferred_receipt)
-    receipt: Any = field(default=None, repr=False, compare=False)  # the PurchaseOutcome, while deferred
+    email: str = "none"  # none | sent | failed (queued for retry) | queued (a drainer sends it)
+    receipt: Any = field(default=None, repr=False, compare=False)  # the queued outbox message id
 
 
 @dataclass(frozen=True)
@@ -325,6 +325,12 @@ def _run(
                 log.warning("event %s can never apply, stored as failed_permanently: %s", event_id, error)
                 return WebhookOutcome(event_id, event_type, "failed_permanently", error)
             raise WebhookHandlingFailed(event_id, f"Event {event_id} ({event_type}) failed: {error}") from exc
+        queued = None
+        if effect is not None:
+            from services.payments.purchases import queue_receipt
+
+            # In the event's transaction: committed together with the purchase, or not at all.
+            queued = queue_receipt(session, container.settings.app_url, effect)
         if inserted is None:
             session.execute(
                 update(StripeEvent)
@@ -353,36 +359,33 @@ def _run(
     outcome = WebhookOutcome(event_id, event_type, "processed", action, effect.purchase_id)
     if effect.action != "completed":
         return outcome
+    if queued is None:
+        return outcome
     if defer_receipt:
-        return replace(outcome, email="deferred", receipt=effect)
-    return replace(outcome, email=_send_receipt(container, effect, event_id))
+        return replace(outcome, email="queued", receipt=queued)
+    return replace(outcome, email=_send_receipt(container, queued, event_id))
 
 
 def send_deferred_receipt(container: Container, outcome: WebhookOutcome) -> WebhookOutcome:
-    """Send the receipt of an outcome returned with `email="deferred"` (the listener does it after
-    answering Stripe, so the email's latency is not Stripe's); a failure is logged, never raised."""
-    if outcome.email != "deferred":
-        return outcome
-    return replace(outcome, email=_send_receipt(container, outcome.receipt, outcome.event_id), receipt=None)
+    """The receipt of an outcome returned with `email="queued"` is already in the outbox, committed
+    with the purchase; the listener's outbox drainer sends it. Nothing to do here."""
+    return outcome
 
 
-def _send_receipt(container: Container, outcome: Any, event_id: str) -> str:
-    """After the commit: a failed email is logged and reported, never a reason to make Stripe retry."""
-    from services.payments import purchases
+def _send_receipt(container: Container, queued: Any, event_id: str) -> str:
+    """After the commit, try the queued receipt once; a failure stays queued for the next drain and is
+    never a reason to make Stripe retry."""
+    from services.email.outbox import deliver_now
 
-    try:
-        result = purchases.send_receipt(container, outcome)
-    except Exception as exc:  # noqa: BLE001 - the purchase is committed; the email is best effort
-        log.error("receipt email for event %s failed: %s", event_id, _error_text(exc))
-        return "failed"
-    if result is None:
+    delivery = deliver_now(container, queued)
+    if delivery is None:
         return "none"
-    if not result.success:
-        log.error(
-            "receipt email for event %s (purchase %s) failed: %s", event_id, outcome.purchase_id, result.error
-        )
-        return "failed"
-    return "sent"
+    if delivery.status == "sent":
+        return "sent"
+    if delivery.status == "busy":
+        return "queued"
+    log.error("receipt email for event %s (message %s) failed: %s", event_id, queued, delivery.error)
+    return "failed"
 
 
 def process_event(
@@ -391,8 +394,8 @@ def process_event(
     """Apply one verified delivery exactly once; WebhookHandlingFailed (answer 5xx) when it failed.
 
     `raw_body` is the verified request body; the parsed `event` is what gets stored and applied.
-    The receipt email goes out after the commit: here, or with `defer_receipt` through
-    `send_deferred_receipt` once the caller has answered.
+    The receipt email is queued in the event's transaction (the outbox) and sent after the commit:
+    here, or with `defer_receipt` by the caller's outbox drainer (the listener's).
     """
     del raw_body  # the stored payload is the parsed event (JSONB); the signature was checked on the bytes
     return _run(container, event, defer_receipt=defer_receipt)

@@ -31,6 +31,10 @@ def _configured(cli, *settings_objects, **extra):  # type: ignore[no-untyped-def
 
 
 def test_doctor_on_the_embedded_defaults_reports_local_parts_and_passes(tmp_path: Path) -> None:
+    import shutil
+
+    from services.adapters.db import embedded_data_dir
+
     """The real `codex` entry point with no configuration at all: embedded PostgreSQL, folders."""
     env = {k: v for k, v in os.environ.items() if k not in CODEX_ENV}
     env["CODEX_HOME"] = str(tmp_path / "home")
@@ -70,13 +74,15 @@ def test_doctor_on_the_embedded_defaults_reports_local_parts_and_passes(tmp_path
         }
         assert (
             "up to date" in data["checks"][0]["detail"]
-            and str(tmp_path / "home") in data["checks"][0]["detail"]
+            and str(embedded_data_dir(tmp_path / "home")) in data["checks"][0]["detail"]
         )
 
         strict = run("doctor", "--strict")
         assert strict.returncode == 1 and "7 check(s) failed" in strict.stderr
     finally:
         run("db", "stop")
+        if os.geteuid() == 0:  # the data lives outside CODEX_HOME as root (services.adapters.db)
+            shutil.rmtree(embedded_data_dir(tmp_path / "home").parent, ignore_errors=True)
 
 
 def test_doctor_with_only_a_database_configured(cli) -> None:

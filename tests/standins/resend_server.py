@@ -1,10 +1,15 @@
 """A stateful stand-in for Resend's `POST /emails`: records every request and can be told to fail.
 
+Like Resend it honours the `Idempotency-Key` header: the same key with the same body answers the
+first email's id and sends nothing new; the same key with another body is a 409
+`invalid_idempotent_request`.
+
 The real `resend` SDK talks to it over HTTP on 127.0.0.1 (an ephemeral port) through RESEND_API_URL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -21,6 +26,7 @@ class CapturedRequest:
     json: Any
     status: int  # what the stand-in answered
     email_id: str | None = None
+    replayed: bool = False  # answered from an earlier request with the same Idempotency-Key
 
 
 @dataclass
@@ -36,6 +42,10 @@ class ResendStandIn:
 
     requests: list[CapturedRequest] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
+    _keys: dict[str, tuple[Any, str | None]] = field(default_factory=dict)  # key -> (first body, its id)
+    _hold: str = ""  # "" | "before" (the request waits, nothing accepted) | "after" (accepted, answer waits)
+    _released: threading.Event = field(default_factory=threading.Event)
+    held: int = 0  # requests waiting right now
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -56,10 +66,30 @@ class ResendStandIn:
         with self._lock:
             self._failures.extend(_Failure(status, message, name or default_name) for _ in range(count))
 
+    def hold(self, when: str) -> None:
+        """Make every next request wait until `release()`: `before` accepting it (the email is not
+        sent) or `after` (sent, but the client has no answer): a client killed meanwhile never knows."""
+        assert when in ("before", "after")
+        self._released.clear()
+        self._hold = when
+
+    def release(self) -> None:
+        self._hold = ""
+        self._released.set()
+
+    def _wait_if_held(self, when: str) -> None:
+        if self._hold != when:
+            return
+        with self._lock:
+            self.held += 1
+        self._released.wait(60)
+        with self._lock:
+            self.held -= 1
+
     @property
     def emails(self) -> list[Any]:
         """The JSON bodies of the emails the stand-in accepted (2xx), in order."""
-        return [r.json for r in self.requests if r.status < 300 and r.path == "/emails"]
+        return [r.json for r in self.requests if r.status < 300 and r.path == "/emails" and not r.replayed]
 
     @property
     def url(self) -> str:
@@ -71,6 +101,7 @@ class ResendStandIn:
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self._keys.clear()
 
     # --- lifecycle ---
 
@@ -94,6 +125,7 @@ class ResendStandIn:
         return self
 
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -124,18 +156,45 @@ class ResendStandIn:
             captured = CapturedRequest("POST", handler.path, headers, body, 401)
             payload = {"statusCode": 401, "name": "missing_api_key", "message": "Missing API key"}
         else:
-            email_id = str(uuid.uuid4())
-            captured = CapturedRequest("POST", handler.path, headers, body, 200, email_id)
-            payload = {"id": email_id}
+            self._wait_if_held("before")
+            captured, payload = self._accept(handler.path, headers, body)
+            if captured.status == 200 and not captured.replayed:
+                with self._lock:
+                    self.requests.append(captured)
+                self._wait_if_held("after")
+                self._reply(handler, captured.status, payload)
+                return
         with self._lock:
             self.requests.append(captured)
         self._reply(handler, captured.status, payload)
 
+    def _accept(self, path: str, headers: dict[str, str], body: Any) -> tuple[CapturedRequest, Any]:
+        key = headers.get("idempotency-key")
+        with self._lock:
+            seen = self._keys.get(key) if key else None
+            if key and seen is None:
+                email_id = str(uuid.uuid4())
+                self._keys[key] = (body, email_id)
+                return CapturedRequest("POST", path, headers, body, 200, email_id), {"id": email_id}
+        if seen is None:
+            email_id = str(uuid.uuid4())
+            return CapturedRequest("POST", path, headers, body, 200, email_id), {"id": email_id}
+        first_body, first_id = seen
+        if first_body != body:
+            error = {
+                "statusCode": 409,
+                "name": "invalid_idempotent_request",
+                "message": "Same idempotency key used with a different request payload.",
+            }
+            return CapturedRequest("POST", path, headers, body, 409), error
+        return CapturedRequest("POST", path, headers, body, 200, first_id, replayed=True), {"id": first_id}
+
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        with contextlib.suppress(OSError):  # the client may be gone (killed while we held its answer)
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
