@@ -231,9 +231,14 @@ def _drain_json(report: DrainReport) -> dict[str, Any]:
 @app.command()
 def drain(
     max_attempts: Annotated[
-        int, typer.Option("--max-attempts", help="Park a message as dead after this many failed sends.")
+        int,
+        typer.Option(
+            "--max-attempts", min=1, max=100, help="Park a message as dead after this many failed sends."
+        ),
     ] = 5,
-    limit: Annotated[int | None, typer.Option("--limit", help="Send at most this many messages.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=1_000_000, help="Send at most this many messages.")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Send every due message in the outbox (for cron); exit 4 when any message is parked dead."""
@@ -257,7 +262,9 @@ def drain(
 @app.command()
 def queue(
     status: StatusOpt = None,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most this many, newest first.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="Show at most this many, newest first.")
+    ] = 50,
     json_output: JsonOpt = False,
 ) -> None:
     """List the outbox: queued, sent and dead emails, newest first (recipients masked)."""
