@@ -34,6 +34,7 @@ TABLES = {
     "email_templates",
     "stripe_events",
     "audit_log",
+    "media_jobs",
 }
 ENUMS = {
     "user_role": ["customer", "platform_owner"],

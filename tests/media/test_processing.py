@@ -49,7 +49,8 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     clip = d / "clip.mp4"
     _make(
         "-f", "lavfi", "-i", lavfi_video, "-f", "lavfi", "-i", "sine=frequency=440:duration=7",
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip),
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-shortest", str(clip),
     )  # fmt: skip
     tone = d / "tone.mp3"
     _make("-f", "lavfi", "-i", "sine=frequency=660:duration=2", "-c:a", "libmp3lame", str(tone))
