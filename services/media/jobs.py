@@ -539,3 +539,9 @@ def latest_job(session: Any, media_id: uuid.UUID) -> JobView | None:
         .limit(1)
     ).first()
     return _view(row) if row is not None else None
+
+
+def medium_thumbnail(store: Any, media: Any) -> str | None:
+    """The key of the item's medium thumbnail when processing made one (mark-ready makes none)."""
+    key = r2keys.thumbnail(media.organization_id, media.id, "medium")
+    return key if store.head(key) is not None else None

@@ -280,3 +280,20 @@ def test_upload_enqueues_and_process_pending_makes_it_ready(cli, session, sample
     assert shown["media"]["status"] == "ready" and shown["media"]["duration_seconds"] == 2
     assert json.loads(cli("media", "jobs", "--json").stdout)[0]["status"] == "done"
     assert cli("media", "process", "--pending").stdout.strip() == "Nothing to process."
+
+
+def test_content_create_takes_the_medium_thumbnail_when_processing_made_one(container, samples) -> None:  # type: ignore[no-untyped-def]
+    from services.catalog.content import create_content
+
+    covered = _item(container, samples["covered"], m.MediaType.audio)
+    assert jobs.process_media(container, [str(covered.id)])[0].outcome == "ready"
+    with container.uow() as uow:  # made ready by hand: no thumbnails
+        org = uow.session.scalars(select(m.Organization).where(m.Organization.slug == "acme")).one()
+        bare_id = make_media(uow.session, org).id
+        uow.commit()
+    made = [
+        create_content(container, "acme", str(media_id), f"Title {n}", "A description.", 999, by=OPS)
+        for n, media_id in enumerate([covered.id, bare_id])
+    ]
+    assert made[0].thumbnail_r2_key == r2keys.thumbnail(covered.organization_id, covered.id, "medium")
+    assert made[1].thumbnail_r2_key is None
