@@ -38,7 +38,10 @@ def run_ffmpeg(args: list[str], cancel: threading.Event | None = None) -> str:
     """Run ffmpeg with `args`; its stderr on success, FFmpegFailed (with its last lines) otherwise.
     Setting `cancel` stops it (a worker that lost its lease, or SIGTERM)."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A session of its own: Ctrl-C on the worker's terminal must not kill the job it is finishing.
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     if cancel is not None:
 
         def watch() -> None:

@@ -317,7 +317,14 @@ def _run_claim(
     done = threading.Event()
 
     def heartbeat() -> None:
-        while not done.wait(max(0.2, lease / 3)):
+        every = max(0.2, lease / 3)
+        last = time.monotonic()
+        while not done.wait(min(0.5, every)):
+            if abort is not None and abort.is_set():
+                cancel.set()
+            if time.monotonic() - last < every:
+                continue
+            last = time.monotonic()
             try:
                 if not _renew(container, claim, lease):
                     lost.set()
@@ -325,8 +332,6 @@ def _run_claim(
                     return
             except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease has slack
                 log.warning("lease renewal of job %s failed", claim.job_id)
-            if abort is not None and abort.is_set():
-                cancel.set()
 
     beat = threading.Thread(target=heartbeat, name=f"lease-{claim.job_id}", daemon=True)
     beat.start()

@@ -297,3 +297,37 @@ def test_content_create_takes_the_medium_thumbnail_when_processing_made_one(cont
     ]
     assert made[0].thumbnail_r2_key == r2keys.thumbnail(covered.organization_id, covered.id, "medium")
     assert made[1].thumbnail_r2_key is None
+
+
+def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, container, samples) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import sys
+
+    from tests.conftest import settings_env
+
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    env = {**os.environ, **{k: v for k, v in settings_env(settings).items() if v is not None}}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_cli", "media", "worker", "--poll", "0.2", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # until the job is done (the worker polls the queue)
+            with container.uow() as uow:
+                job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == item.id)).one()
+                if job.status == "done":
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    [line] = out.splitlines()
+    assert json.loads(line)["outcome"] == "ready"
+    assert "Worker stopped after 1 job(s)." in err
+    assert _row(container, item.id).status == m.MediaStatus.ready
