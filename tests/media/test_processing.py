@@ -329,5 +329,5 @@ def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, 
     assert proc.returncode == 0, err
     [line] = out.splitlines()
     assert json.loads(line)["outcome"] == "ready"
-    assert "Worker stopped after 1 job(s)." in err
+    assert err == "Stopping after the current jobs.\n"  # --json: no summary line, no traceback
     assert _row(container, item.id).status == m.MediaStatus.ready
