@@ -69,6 +69,31 @@ def check(
         raise typer.Exit(1)
 
 
+@access_app.command("url")
+def url(
+    user: UserOpt,
+    content: Annotated[str, typer.Option("--content", help="Content id or slug.")],
+    org: Annotated[
+        str | None, typer.Option("--org", help="Organization slug or id (when the slug is not unique).")
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Print a one-hour streaming URL (HLS master playlist, else the original) if the user has access;
+    exit 1 and print no URL when not."""
+    from services.core.errors import PermissionDenied
+    from services.media.streaming import streaming_url_for
+
+    try:
+        result = streaming_url_for(container(), user, content, org)
+    except PermissionDenied as exc:
+        typer.echo(f"no: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if json_output:
+        print_json(result)
+    else:
+        typer.echo(result.url)
+
+
 @access_app.command("grant")
 def grant(
     user: UserOpt,

@@ -349,6 +349,8 @@ def show(media_id: MediaIdArg, json_output: JsonOpt = False) -> None:
         ("r2 key", v.r2_key),
         ("object", obj),
         ("used by content", ", ".join(str(i) for i in s.used_by_content) or "-"),
+        ("duration", f"{v.duration_seconds} s" if v.duration_seconds is not None else "-"),
+        ("processing", (s.job_status or "-") + (f": {s.processing_error}" if s.processing_error else "")),
         ("created", v.created_at),
         ("deleted", v.deleted_at or "-"),
     ]
@@ -392,6 +394,133 @@ def delete(
     typer.echo(f"{verb} media item {result.media.id} and {len(result.keys)} object(s):")
     for key in result.keys:
         typer.echo(f"  {key}")
+
+
+# ------------------------------------------------------------------------------- processing
+
+
+def _job_line(r: Any) -> str:
+    if r.outcome == "ready":
+        return (
+            f"ready {r.media_id}: {r.duration_seconds} s, renditions {', '.join(r.renditions)}, "
+            f"{len(r.thumbnails)} thumbnails ({r.seconds:.1f} s)"
+        )
+    return f"{r.outcome} {r.media_id}: {r.error}"
+
+
+def _echo_result(json_output: bool) -> Any:
+    lock = threading.Lock()
+
+    def show(r: Any) -> None:
+        with lock:
+            if json_output:
+                print_json_line(r)
+            else:
+                typer.echo(_job_line(r), err=not r.ok)
+
+    return show
+
+
+@app.command()
+def process(
+    media_ids: Annotated[
+        list[str] | None, typer.Argument(help="Media item ids (UUIDs) to process now.", show_default=False)
+    ] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Run every queued job, then exit.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Process ready items again.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per item (JSON lines).")
+    ] = False,
+) -> None:
+    """Probe, thumbnails and HLS for these items (or --pending) in the foreground; exit 4 if any failed."""
+    from services.media.jobs import process_media
+
+    results = process_media(
+        container(), list(media_ids or []), force=force, pending=pending, on_result=_echo_result(json_output)
+    )
+    if not results and not json_output:
+        typer.echo("Nothing to process.")
+    if any(not r.ok for r in results):
+        raise typer.Exit(4)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, max=32, help="Jobs processed at once.")
+    ] = 1,
+    lease: Annotated[
+        int, typer.Option("--lease", min=1, help="Seconds a job stays ours without a renewal.")
+    ] = 120,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at an empty queue.")] = 2.0,
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per job (JSON lines).")
+    ] = False,
+) -> None:
+    """Process queued media jobs until SIGTERM/Ctrl-C (which finish the current jobs; a second one
+    releases them to the queue). Run one per machine; they share the queue."""
+    import signal
+
+    from services.media.jobs import run_worker
+
+    stop, abort = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            abort.set()
+        stop.set()
+        typer.echo(
+            "Stopping: releasing current jobs." if abort.is_set() else "Stopping after the current jobs.",
+            err=True,
+        )
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        count = run_worker(
+            container(),
+            concurrency=concurrency,
+            stop=stop,
+            abort=abort,
+            lease=lease,
+            poll=poll,
+            exit_when_idle=exit_when_idle,
+            on_result=_echo_result(json_output),
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not json_output:
+        typer.echo(f"Worker stopped after {count} job(s).", err=True)
+
+
+@app.command()
+def jobs(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only this status: queued, running, done, failed.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 100,
+    json_output: JsonOpt = False,
+) -> None:
+    """List media processing jobs, newest first (finished ones included)."""
+    from services.media.jobs import list_jobs
+
+    items = list_jobs(container(), status, limit=limit)
+    if json_output:
+        print_json(items)
+        return
+    if not items:
+        typer.echo("No media jobs.")
+        return
+    print_table(
+        ["id", "media item", "status", "attempts", "worker", "created", "error"],
+        [
+            [j.id, j.media_item_id, j.status, j.attempts, j.worker or "", j.created_at, j.error or ""]
+            for j in items
+        ],
+    )
 
 
 def register(root: typer.Typer) -> None:

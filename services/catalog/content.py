@@ -302,7 +302,9 @@ def create_content(
     slug: str | None = None,
     by: str | None = None,
 ) -> ContentView:
-    """A draft content item for a media item of the same organization."""
+    """A draft content item for a media item of the same organization (its medium thumbnail, if any)."""
+    from services.media.jobs import medium_thumbnail
+
     title, description = _title(title), _description(description)
     price_cents, currency = _price(price_cents), _currency(currency)
     check_checkout_price(price_cents, currency)
@@ -325,6 +327,7 @@ def create_content(
             price_cents=price_cents,
             currency=currency,
             status=ContentStatus.draft,
+            thumbnail_r2_key=medium_thumbnail(container.object_store, media),  # issue #20
         )
         db.add(row)
         with _slug_race(org.slug, wanted_slug):

@@ -497,3 +497,33 @@ class AuditLog(Timestamps, Base):
         Index(None, "at"),
         Index(None, "action"),
     )
+
+
+class MediaJob(Timestamps, Base):
+    """One processing job of a media item (issue #20): queued -> running -> done | failed. Workers
+    claim with FOR UPDATE SKIP LOCKED; `lease_expires_at` + `claim_token` keep a job on one worker."""
+
+    __tablename__ = "media_jobs"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    media_item_id: Mapped[uuid.UUID] = _fk("media_items.id", "CASCADE")
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'queued'"))
+    force: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    worker: Mapped[str | None] = mapped_column(Text)
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status_known"),
+        Index(None, "media_item_id"),
+        Index("ix_media_jobs_status_created_at", "status", "created_at"),
+        # One open job per item: enqueueing twice is a no-op (ON CONFLICT DO NOTHING).
+        Index(
+            "uq_media_jobs_open_media_item_id",
+            "media_item_id",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )

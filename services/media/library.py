@@ -67,6 +67,8 @@ class MediaShow:
     object_exists: bool | None
     object_size: int | None
     object_error: str | None = None
+    job_status: str | None = None
+    processing_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ def show_media(container: Container, media_ref: str) -> MediaShow:
     """The row, the content using it and whether its object is really in the bucket."""
     from services.core.lookup import parse_uuid
     from services.core.models import MediaItem, Organization
+    from services.media.jobs import latest_job
 
     media_id = parse_uuid(media_ref, "media id")
     with container.uow() as uow:
@@ -196,6 +199,7 @@ def show_media(container: Container, media_ref: str) -> MediaShow:
         org = uow.session.get(Organization, row.organization_id)
         org_slug = org.slug if org else ""
         used_by = _content_using(uow.session, media_id)
+        job = latest_job(uow.session, media_id)
     exists: bool | None = None
     size: int | None = None
     error: str | None = None
@@ -211,6 +215,8 @@ def show_media(container: Container, media_ref: str) -> MediaShow:
         object_exists=exists,
         object_size=size,
         object_error=error,
+        job_status=job.status if job else None,
+        processing_error=job.error if job and job.status == "failed" else None,
     )
 
 

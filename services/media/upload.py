@@ -399,6 +399,7 @@ def insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.U
 
     from services.adapters.db import connection_error
     from services.core.models import MediaItem
+    from services.media.jobs import enqueue_jobs
 
     table = cast(Table, MediaItem.__table__)
     with container.uow() as uow:
@@ -411,6 +412,7 @@ def insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.U
         except DBAPIError as exc:  # lost connection, server gone
             raise connection_error(container.database_url, exc) from None
         views = {row.id: MediaView.of(cast("MediaItem", row)) for row in returned}  # a row has its columns
+        enqueue_jobs(uow.session, views)  # issue #20: one processing job per new item, same transaction
         uow.commit()
     return views
 

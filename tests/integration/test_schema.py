@@ -36,6 +36,7 @@ TABLES = {
     "stripe_refunds",
     "audit_log",
     "email_outbox",
+    "media_jobs",
 }
 ENUMS = {
     "user_role": ["customer", "platform_owner"],

@@ -1,0 +1,165 @@
+"""Measure codex's media processing against the ffmpeg command line producing the same HLS ladder.
+
+Usage: python scripts/bench_media.py [--seconds 60] [--height 1080] [--clips 4] [--clip-seconds 10]
+                                     [--skip-workers]
+
+1. A test clip (testsrc2 + a tone, H.264/AAC, `--seconds` long at `--height` lines, 30 fps) is made
+   with the same ffmpeg (not measured).
+2. floor: `ffmpeg` run directly with the arguments codex uses for the ladder (services/media/processing.py
+   `hls_args`: one decode, split, 360p/720p/1080p capped at the source, master playlist).
+   codex: `process_media` on a media item of that clip in a real PostgreSQL (the test suite's embedded
+   server, migrated) and the local object store: download, probe, thumbnails, the ladder, upload of
+   every output, the job's claim/lease/finish transactions. Ratio = codex / floor (target <= 1.2).
+3. workers: `--clips` shorter clips (`--clip-seconds`) queued, then `run_worker` with concurrency 1 and
+   with concurrency 2 (each a claim loop on the shared queue, as two `codex media worker` processes
+   would be; ffmpeg runs as its own process either way). Ratio = one worker / two workers.
+
+The machine is shared: absolute figures are noisy, compare the ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_clip(path: Path, seconds: int, height: int) -> None:
+    from services.media.ffmpeg import ffmpeg_exe
+
+    width = height * 16 // 9
+    width -= width % 2
+    subprocess.run(
+        [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=30:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+            str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+
+
+def floor(clip: Path, out: Path) -> float:
+    from services.media.ffmpeg import ffmpeg_exe, probe
+    from services.media.processing import hls_args
+
+    args, _ = hls_args(clip, out, probe(clip))
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - started
+
+
+def add_items(container: Any, clips: list[Path]) -> list[uuid.UUID]:
+    from sqlalchemy import select
+
+    from services.core import models as m
+    from services.core import r2keys
+    from services.media.jobs import enqueue_jobs
+
+    ids = []
+    with container.uow() as uow:
+        org = uow.session.scalars(select(m.Organization).where(m.Organization.slug == "bench")).first()
+        if org is None:
+            org = m.Organization(slug="bench", name="Bench")
+            uow.session.add(org)
+            uow.session.flush()
+        for clip in clips:
+            media_id = uuid.uuid4()
+            key = r2keys.media_original(org.id, media_id, "mp4")
+            container.object_store.put_file(key, clip, "video/mp4", {})
+            uow.session.add(
+                m.MediaItem(
+                    id=media_id,
+                    organization_id=org.id,
+                    type=m.MediaType.video,
+                    r2_key=key,
+                    filename=clip.name,
+                    mime_type="video/mp4",
+                    file_size_bytes=clip.stat().st_size,
+                )
+            )
+            ids.append(media_id)
+        uow.session.flush()
+        enqueue_jobs(uow.session, ids)
+        uow.commit()
+    return ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--clip-seconds", type=int, default=10)
+    parser.add_argument("--skip-workers", action="store_true")
+    opts = parser.parse_args()
+
+    from services.bootstrap import Container
+    from services.media.jobs import process_media, run_worker
+    from services.settings import Settings
+    from tests.pg import TestPostgres
+
+    work = Path(tempfile.mkdtemp(prefix="codex-bench-media-"))
+    pg = None
+    try:
+        clip = work / "clip.mp4"
+        print(f"making a {opts.seconds} s {opts.height}p clip ...", flush=True)
+        make_clip(clip, opts.seconds, opts.height)
+        (work / "pg").mkdir()
+        pg = TestPostgres(work / "pg")
+        pg.create_template()
+        db = pg.clone()
+        container = Container(Settings(codex_home=work / "home", database_url=pg.sqlalchemy_url(db)))
+
+        floor_s = floor(clip, work / "floor")
+        [media_id] = add_items(container, [clip])
+        started = time.perf_counter()
+        [result] = process_media(container, [str(media_id)])
+        codex_s = time.perf_counter() - started
+        assert result.outcome == "ready", result.error
+        print(
+            f"\n{opts.seconds} s {opts.height}p clip, ladder {', '.join(result.renditions)} (shared machine)"
+        )
+        print(f"  ffmpeg command line (floor)   {floor_s:8.1f} s")
+        print(f"  codex media process           {codex_s:8.1f} s")
+        print(f"  ratio codex / floor           {codex_s / floor_s:8.2f} x   (target <= 1.2)")
+
+        if not opts.skip_workers:
+            short = work / "short.mp4"
+            make_clip(short, opts.clip_seconds, opts.height)
+            timings = {}
+            for n in (1, 2):
+                add_items(container, [short] * opts.clips)
+                started = time.perf_counter()
+                count = run_worker(
+                    container, concurrency=n, stop=threading.Event(), exit_when_idle=True, poll=0.2
+                )
+                timings[n] = time.perf_counter() - started
+                assert count == opts.clips, count
+            print(f"\n{opts.clips} clips of {opts.clip_seconds} s {opts.height}p")
+            print(f"  one worker                    {timings[1]:8.1f} s")
+            print(f"  two workers                   {timings[2]:8.1f} s")
+            print(f"  ratio one / two               {timings[1] / timings[2]:8.2f} x")
+        container.close()
+    finally:
+        if pg is not None:
+            pg.server.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""Media processing with real media made by the same FFmpeg: probe, thumbnails, HLS, the job queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from services.core import models as m
+from services.core import r2keys
+from services.media import jobs
+from services.media.processing import Rung
+from tests.factories import make_media, make_org, make_owner
+
+# Workers commit in transactions of their own (claim, lease, finish) and run in threads.
+pytestmark = pytest.mark.commits
+
+OPS = "ops@example.com"
+# A small ladder so a 240-line test clip gets two renditions and one rung above it is dropped.
+SMALL_LADDER = (Rung(120, 150), Rung(240, 300), Rung(480, 600))
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def _make(*args: str) -> None:
+    subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 7-second 426x240 test pattern with a tone (two 6 s HLS segments: 6 + 1), a 2-second tone,
+    the tone with a 300x300 cover picture, and a corrupt "mp4"."""
+    d = tmp_path_factory.mktemp("samples")
+    lavfi_video = "testsrc2=size=426x240:rate=10:duration=7"
+    clip = d / "clip.mp4"
+    _make(
+        "-f", "lavfi", "-i", lavfi_video, "-f", "lavfi", "-i", "sine=frequency=440:duration=7",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-shortest", str(clip),
+    )  # fmt: skip
+    tone = d / "tone.mp3"
+    _make("-f", "lavfi", "-i", "sine=frequency=660:duration=2", "-c:a", "libmp3lame", str(tone))
+    cover = d / "cover.jpg"
+    _make("-f", "lavfi", "-i", "testsrc2=size=300x300:rate=1:duration=1", "-frames:v", "1", str(cover))
+    covered = d / "covered.mp3"
+    _make(
+        "-i", str(tone), "-i", str(cover), "-map", "0", "-map", "1", "-c", "copy",
+        "-disposition:v", "attached_pic", str(covered),
+    )  # fmt: skip
+    corrupt = d / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + os.urandom(4000))
+    return {"clip": clip, "tone": tone, "covered": covered, "corrupt": corrupt}
+
+
+def _item(container: Any, path: Path, kind: m.MediaType = m.MediaType.video) -> SimpleNamespace:
+    """A committed `uploaded` media item whose original is `path`, in the container's store."""
+    with container.uow() as uow:
+        org = uow.session.scalars(select(m.Organization).where(m.Organization.slug == "acme")).first()
+        if org is None:
+            org = make_org(uow.session, slug="acme")
+            make_owner(uow.session, email=OPS)
+        media_id = uuid.uuid4()
+        key = r2keys.media_original(org.id, media_id, path.suffix)
+        container.object_store.put_file(key, path, "video/mp4", {})
+        item = make_media(uow.session, org, status=m.MediaStatus.uploaded, type=kind, id=media_id, r2_key=key)
+        jobs.enqueue_jobs(uow.session, [item.id])
+        made = SimpleNamespace(id=item.id, organization_id=org.id)
+        uow.commit()
+    return made
+
+
+def _fetch(container: Any, key: str) -> bytes:
+    url = container.object_store.presign_get(key)
+    import urllib.request
+
+    with urllib.request.urlopen(url) as resp:
+        return bytes(resp.read())
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's SOF marker."""
+    assert data[:2] == b"\xff\xd8", "not a JPEG"
+    i = 2
+    while i < len(data):
+        marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2):
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + length
+    raise AssertionError("no SOF marker")
+
+
+def _attrs(line: str) -> dict[str, str]:
+    return {k: v.strip('"') for k, v in re.findall(r'([A-Z-]+)=("[^"]*"|[^,]*)', line.split(":", 1)[1])}
+
+
+def _master(text: str) -> list[tuple[dict[str, str], str]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0] == "#EXTM3U"
+    return [
+        (_attrs(line), lines[i + 1]) for i, line in enumerate(lines) if line.startswith("#EXT-X-STREAM-INF")
+    ]
+
+
+def _segments(text: str) -> list[tuple[float, str]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0] == "#EXTM3U" and lines[-1] == "#EXT-X-ENDLIST"
+    return [
+        (float(line.split(":")[1].rstrip(",")), lines[i + 1])
+        for i, line in enumerate(lines)
+        if line.startswith("#EXTINF")
+    ]
+
+
+def _decoded_size(data: bytes, tmp: Path) -> str:
+    """The video size ffmpeg reads back from a segment (e.g. '214x120')."""
+    seg = tmp / f"seg-{uuid.uuid4()}.ts"
+    seg.write_bytes(data)
+    out = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(seg)], capture_output=True, text=True).stderr
+    match = re.search(r"Video: h264.*?, (\d+x\d+)", out)
+    assert match, out
+    assert "Audio: aac" in out
+    return match.group(1)
+
+
+def _row(container: Any, media_id: uuid.UUID) -> SimpleNamespace:
+    with container.uow() as uow:
+        row = uow.session.get(m.MediaItem, media_id)
+        assert row is not None
+        return SimpleNamespace(
+            id=row.id,
+            organization_id=row.organization_id,
+            status=row.status,
+            duration_seconds=row.duration_seconds,
+        )
+
+
+def test_video_gets_thumbnails_a_capped_ladder_and_playable_hls(container, samples, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["clip"])
+    [result] = jobs.process_media(container, [str(item.id)], ladder=SMALL_LADDER)
+    assert result.outcome == "ready", result.error
+    row = _row(container, item.id)
+    assert row.status == m.MediaStatus.ready and row.duration_seconds == 7
+
+    for size, width in {"small": 320, "medium": 426, "large": 426}.items():  # never wider than 426
+        w, h = _jpeg_size(_fetch(container, r2keys.thumbnail(row.organization_id, row.id, size)))  # type: ignore[arg-type]
+        assert (w, h) == (width, round(width * 240 / 426 / 2) * 2)
+
+    master_key = r2keys.media_hls(row.organization_id, row.id)
+    variants = _master(_fetch(container, master_key).decode())
+    assert [a["RESOLUTION"] for a, _ in variants] == ["214x120", "426x240"]  # 480p dropped: above source
+    for attrs, uri in variants:
+        assert int(attrs["BANDWIDTH"]) > 0
+        assert attrs["CODECS"].startswith("avc1.") and "mp4a.40.2" in attrs["CODECS"]
+        base = master_key.rsplit("/", 1)[0] + "/" + uri.rsplit("/", 1)[0]
+        segments = _segments(_fetch(container, f"{base}/{uri.rsplit('/', 1)[1]}").decode())
+        assert [round(d) for d, _ in segments] == [6, 1]
+        assert _decoded_size(_fetch(container, f"{base}/{segments[0][1]}"), tmp_path) == attrs["RESOLUTION"]
+
+
+def test_source_below_the_lowest_rung_gets_one_rendition_at_its_own_size(container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["clip"])
+    [result] = jobs.process_media(container, [str(item.id)])  # the real ladder starts at 360p
+    assert result.outcome == "ready" and result.renditions == ["240p"]
+    variants = _master(_fetch(container, r2keys.media_hls(item.organization_id, item.id)).decode())
+    assert [a["RESOLUTION"] for a, _ in variants] == ["426x240"]
+
+
+def test_audio_gets_an_aac_rendition_and_cover_art_thumbnails(container, samples) -> None:  # type: ignore[no-untyped-def]
+    plain = _item(container, samples["tone"], m.MediaType.audio)
+    covered = _item(container, samples["covered"], m.MediaType.audio)
+    results = jobs.process_media(container, [str(plain.id), str(covered.id)])
+    assert [r.outcome for r in results] == ["ready", "ready"]
+    by_id = {r.media_id: r for r in results}
+    assert by_id[plain.id].thumbnails == []
+    assert container.object_store.head(r2keys.thumbnail(plain.organization_id, plain.id, "small")) is None
+    for size in ("small", "medium", "large"):  # the 300x300 cover, never enlarged
+        data = _fetch(container, r2keys.thumbnail(covered.organization_id, covered.id, size))  # type: ignore[arg-type]
+        assert _jpeg_size(data) == (300, 300)
+    master = _master(_fetch(container, r2keys.media_hls(plain.organization_id, plain.id)).decode())
+    assert len(master) == 1 and master[0][0]["CODECS"] == "mp4a.40.2"
+    assert _row(container, plain.id).duration_seconds == 2
+
+
+def test_corrupt_file_fails_with_its_reason_shown_by_media_show(cli, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["corrupt"])
+    run = cli
+    res = run("media", "process", str(item.id))
+    assert res.exit_code == 4
+    assert f"failed {item.id}: Probe failed" in res.stderr
+    assert _row(container, item.id).status == m.MediaStatus.failed
+    shown = run("media", "show", str(item.id), "--json")
+    doc = json.loads(shown.stdout)
+    assert doc["media"]["status"] == "failed" and doc["processing_error"].startswith("Probe failed")
+    assert "processing:      failed: Probe failed" in run("media", "show", str(item.id)).stdout
+    listed = json.loads(run("media", "jobs", "--status", "failed", "--json").stdout)
+    assert [j["media_item_id"] for j in listed] == [str(item.id)]
+
+
+def test_ready_item_is_left_alone_unless_forced(container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    assert jobs.process_media(container, [str(item.id)])[0].outcome == "ready"
+    again = jobs.process_media(container, [str(item.id)])
+    assert [r.outcome for r in again] == ["skipped"]
+    forced = jobs.process_media(container, [str(item.id)], force=True)
+    assert [r.outcome for r in forced] == ["ready"]
+    with container.uow() as uow:
+        actions = uow.session.scalars(
+            select(m.AuditLog.action).where(m.AuditLog.target_id == str(item.id))
+        ).all()
+    assert actions == ["media.ready", "media.ready"]
+
+
+def test_two_workers_one_job_process_it_once(container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    results: list[Any] = []
+    barrier = threading.Barrier(2)
+
+    def work(name: str) -> None:
+        barrier.wait()
+        results.append(jobs.run_next(container, worker=name))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.outcome if r else "none" for r in results) == ["none", "ready"]
+    with container.uow() as uow:
+        job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == item.id)).one()
+        ready = uow.session.scalar(
+            select(func.count()).select_from(m.AuditLog).where(m.AuditLog.action == "media.ready")
+        )
+        assert (job.status, job.attempts, ready) == ("done", 1, 1)
+
+
+def test_a_job_whose_worker_died_is_finished_by_another_after_the_lease(container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    # A worker claims the job and dies: nobody renews its 1-second lease.
+    dead = jobs._claim(container, "dead-worker", 1, None)
+    assert isinstance(dead, jobs._Claim)
+    assert jobs.run_next(container, worker="other") is None  # leased: not claimable yet
+    time.sleep(1.5)
+    result = jobs.run_next(container, worker="other")
+    assert result is not None and result.outcome == "ready"
+    # The dead worker's late finish changes nothing: its claim token is no longer the job's.
+    assert jobs._finish(container, dead, "dead-worker", None, "late") is False
+    assert _row(container, item.id).status == m.MediaStatus.ready
+    with container.uow() as uow:
+        job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == item.id)).one()
+        assert (job.status, job.attempts, job.worker) == ("done", 2, "other")
+
+
+def test_upload_enqueues_and_process_pending_makes_it_ready(cli, session, samples) -> None:  # type: ignore[no-untyped-def]
+    make_org(session, slug="acme")
+    make_owner(session, email=OPS)
+    session.commit()
+    up = cli("media", "upload", str(samples["tone"]), "--org", "acme", "--by", OPS, "--json")
+    assert up.exit_code == 0, up.output
+    media_id = json.loads(up.stdout.splitlines()[0])["media_id"]
+    queued = json.loads(cli("media", "jobs", "--json").stdout)
+    assert [(j["media_item_id"], j["status"]) for j in queued] == [(media_id, "queued")]
+    res = cli("media", "process", "--pending")
+    assert res.exit_code == 0, res.output
+    assert f"ready {media_id}: 2 s" in res.stdout
+    shown = json.loads(cli("media", "show", media_id, "--json").stdout)
+    assert shown["media"]["status"] == "ready" and shown["media"]["duration_seconds"] == 2
+    assert json.loads(cli("media", "jobs", "--json").stdout)[0]["status"] == "done"
+    assert cli("media", "process", "--pending").stdout.strip() == "Nothing to process."
+
+
+def test_content_create_takes_the_medium_thumbnail_when_processing_made_one(container, samples) -> None:  # type: ignore[no-untyped-def]
+    from services.catalog.content import create_content
+
+    covered = _item(container, samples["covered"], m.MediaType.audio)
+    assert jobs.process_media(container, [str(covered.id)])[0].outcome == "ready"
+    with container.uow() as uow:  # made ready by hand: no thumbnails
+        org = uow.session.scalars(select(m.Organization).where(m.Organization.slug == "acme")).one()
+        bare_id = make_media(uow.session, org).id
+        uow.commit()
+    made = [
+        create_content(container, "acme", str(media_id), f"Title {n}", "A description.", 999, by=OPS)
+        for n, media_id in enumerate([covered.id, bare_id])
+    ]
+    assert made[0].thumbnail_r2_key == r2keys.thumbnail(covered.organization_id, covered.id, "medium")
+    assert made[1].thumbnail_r2_key is None
+
+
+def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, container, samples) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import sys
+
+    from tests.conftest import settings_env
+
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    env = {**os.environ, **{k: v for k, v in settings_env(settings).items() if v is not None}}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_cli", "media", "worker", "--poll", "0.2", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # until the job is done (the worker polls the queue)
+            with container.uow() as uow:
+                job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == item.id)).one()
+                if job.status == "done":
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    [line] = out.splitlines()
+    assert json.loads(line)["outcome"] == "ready"
+    assert err == "Stopping after the current jobs.\n"  # --json: no summary line, no traceback
+    assert _row(container, item.id).status == m.MediaStatus.ready
