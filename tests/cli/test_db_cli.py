@@ -14,9 +14,9 @@ from tests.conftest import CODEX_ENV
 def test_status_on_a_migrated_database(cli) -> None:
     result = cli("db", "status")
     assert result.exit_code == 0, result.output
-    assert "current:  0001" in result.output and "up to date" in result.output
     data = json.loads(cli("db", "status", "--json").stdout)
-    assert data["up_to_date"] is True and data["pending"] == [] and data["embedded"] is False
+    assert f"current:  {data['head']}" in result.output and "up to date" in result.output
+    assert data["current"] == data["head"] and data["up_to_date"] is True and data["pending"] == [] and data["embedded"] is False
 
 
 def test_migrate_twice_says_nothing_to_do(cli) -> None:
