@@ -46,7 +46,8 @@ def test_downgrade_needs_confirmation_off_a_tty_then_works_with_yes(cli) -> None
     assert "up to date" in cli("db", "status").output
     done = cli("db", "downgrade", "base", "--yes")
     assert done.exit_code == 0 and "now at revision base" in done.output
-    assert "1 pending" in cli("db", "status").output
+    revisions = len(list((Path(__file__).resolve().parents[2] / "migrations" / "versions").glob("0*.py")))
+    assert f"{revisions} pending" in cli("db", "status").output
     assert cli("db", "migrate").exit_code == 0
 
 
