@@ -16,7 +16,8 @@ def test_status_on_a_migrated_database(cli) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(cli("db", "status", "--json").stdout)
     assert f"current:  {data['head']}" in result.output and "up to date" in result.output
-    assert data["current"] == data["head"] and data["up_to_date"] is True and data["pending"] == [] and data["embedded"] is False
+    assert data["current"] == data["head"] and data["up_to_date"] is True
+    assert data["pending"] == [] and data["embedded"] is False
 
 
 def test_migrate_twice_says_nothing_to_do(cli) -> None:
