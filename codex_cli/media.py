@@ -452,7 +452,9 @@ def worker(
     lease: Annotated[
         int, typer.Option("--lease", min=1, max=86_400, help="Seconds a job stays ours without a renewal.")
     ] = 120,
-    poll: Annotated[float, typer.Option("--poll", min=0.1, max=3600, help="Seconds between looks at an empty queue.")] = 2.0,
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.1, max=3600, help="Seconds between looks at an empty queue.")
+    ] = 2.0,
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")
     ] = False,
