@@ -503,7 +503,9 @@ def jobs(
     status: Annotated[
         str | None, typer.Option("--status", help="Only this status: queued, running, done, failed.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")
+    ] = 100,
     json_output: JsonOpt = False,
 ) -> None:
     """List media processing jobs, newest first (finished ones included)."""
