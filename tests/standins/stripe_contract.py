@@ -34,6 +34,8 @@ MAX_EVENT_TYPES = 20
 # Stripe's "Minimum and maximum charge amounts" (docs.stripe.com/currencies),
 # in the smallest unit as the API takes it (JPY is zero-decimal; HUF is sent with two decimals).
 # Other currencies: the equivalent of USD 0.50, which Stripe converts itself; the stand-in uses 50.
+# Deliberately its own copy, not services.core.checkout_limits: the stand-in plays Stripe, so a wrong
+# table on our side must meet Stripe's table here and fail a test.
 CHECKOUT_MINIMUMS = {
     "usd": 50,
     "aed": 200,
