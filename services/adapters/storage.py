@@ -407,7 +407,8 @@ class S3ObjectStore:
         digest = hashlib.sha256(body).digest()
         if digest_metadata:
             metadata = {**metadata, digest_metadata: digest.hex()}
-        self._call(
+        checksum = base64.b64encode(digest).decode()
+        response = self._call(
             "upload",
             key,
             self._client.put_object,
@@ -416,8 +417,16 @@ class S3ObjectStore:
             Body=body,
             ContentType=content_type,
             Metadata=metadata,
-            ChecksumSHA256=base64.b64encode(digest).decode(),
+            ChecksumSHA256=checksum,
         )
+        # A server that checks the checksum header (S3, R2) refuses a body that does not match it, and
+        # a 200 to a PUT of Content-Length bytes means it stored them all: no HEAD is needed to verify.
+        # One that echoes a different checksum stored something else.
+        echoed = response.get("ChecksumSHA256")
+        if echoed and echoed != checksum:
+            raise ExternalServiceError(
+                f"Upload verification failed: the object store's SHA-256 of {key!r} differs from the file's."
+            )
         if on_progress:
             on_progress(size)
         return PutResult(sha256=digest.hex(), size=size, sent_bytes=size)
