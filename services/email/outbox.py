@@ -10,6 +10,7 @@ the provider accepting and our commit resends the same message, which the provid
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -83,6 +84,20 @@ def decode_variables(data: dict[str, Any]) -> dict[str, Any]:
 # --- queueing (inside the caller's transaction) -------------------------------------------------------
 
 
+@functools.cache
+def _outbox_insert() -> Any:
+    """The INSERT of `queue_email`, built once (Core: one per purchase on the webhook path)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from services.core.models import EmailOutbox
+
+    return (
+        insert(EmailOutbox)
+        .on_conflict_do_nothing(index_elements=[EmailOutbox.idempotency_key])
+        .returning(EmailOutbox.id)
+    )
+
+
 def queue_email(
     session: Session,
     template: str,
@@ -95,7 +110,6 @@ def queue_email(
     already queued, so a cause processed twice queues one email). ValidationError for an unknown
     template or a bad address, before anything is written."""
     from sqlalchemy import select
-    from sqlalchemy.dialects.postgresql import insert
 
     from services.adapters.email_senders import validate_address
     from services.core.models import EmailOutbox
@@ -106,18 +120,14 @@ def queue_email(
     reply = validate_address(reply_to, "reply-to") if reply_to else None
     if not idempotency_key:
         raise ValidationError("An outbox email needs an idempotency key.")
-    inserted = session.execute(
-        insert(EmailOutbox)
-        .values(
-            template=template,
-            recipient=to,
-            variables=encode_variables(data),
-            reply_to=reply,
-            idempotency_key=idempotency_key,
-        )
-        .on_conflict_do_nothing(index_elements=[EmailOutbox.idempotency_key])
-        .returning(EmailOutbox.id)
-    ).scalar()
+    values = {
+        "template": template,
+        "recipient": to,
+        "variables": encode_variables(data),
+        "reply_to": reply,
+        "idempotency_key": idempotency_key,
+    }
+    inserted = session.connection().execute(_outbox_insert(), values).scalar()
     if inserted is not None:
         return inserted
     return session.execute(
