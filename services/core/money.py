@@ -8,8 +8,11 @@ _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$", "j
 # The API's smallest unit per currency (docs.stripe.com/currencies). Zero-decimal: the amount is whole
 # units. ISK, HUF and TWD are not among them: the API takes them with two decimals (an amount of
 # 17500 HUF is 175.00 HUF). Three-decimal currencies take thousandths.
-_ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
-_THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+_ZERO_DECIMAL = frozenset(
+    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv"]
+    + ["xaf", "xof", "xpf"]
+)
+_THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 
 @dataclass(frozen=True)

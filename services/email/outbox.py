@@ -32,6 +32,8 @@ log = logging.getLogger("codex.email")
 
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RETRY_BASE = timedelta(seconds=30)  # 30 s, 1 min, 2 min, 4 min ... capped at MAX_BACKOFF
+# A pending message due this long ago means nothing is draining the outbox (`codex doctor` says so).
+OVERDUE_AFTER = timedelta(hours=1)
 MAX_BACKOFF = timedelta(hours=1)
 DEFAULT_BATCH = 50
 MAX_ERROR_CHARS = 2000
@@ -500,3 +502,31 @@ def retry_outbox(container: Container, message_id: str | None = None, all_dead: 
     if not ids:
         return drain_outbox(container, ids=[])
     return drain_outbox(container, ids=ids)
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """What `codex doctor` says about the outbox: parked messages, and pending ones long overdue."""
+
+    dead: int
+    overdue: int
+    pending: int
+
+
+def outbox_health(container: Container, overdue_after: timedelta = OVERDUE_AFTER) -> OutboxHealth:
+    """Counts of dead messages, and of pending ones due for longer than `overdue_after` (nothing is
+    draining), in one query."""
+    from sqlalchemy import func, select
+
+    from services.core.models import EmailOutbox, OutboxStatus
+
+    pending = EmailOutbox.status == OutboxStatus.pending
+    with container.uow() as uow:
+        row = uow.session.execute(
+            select(
+                func.count().filter(EmailOutbox.status == OutboxStatus.dead),
+                func.count().filter(pending, EmailOutbox.next_attempt_at < func.now() - overdue_after),
+                func.count().filter(pending),
+            )
+        ).one()
+    return OutboxHealth(dead=row[0], overdue=row[1], pending=row[2])
