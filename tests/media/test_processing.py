@@ -257,7 +257,7 @@ def test_a_job_whose_worker_died_is_finished_by_another_after_the_lease(containe
     result = jobs.run_next(container, worker="other")
     assert result is not None and result.outcome == "ready"
     # The dead worker's late finish changes nothing: its claim token is no longer the job's.
-    assert jobs._finish(container, dead, "dead-worker", None, "late") is False
+    assert jobs._finish(container, dead, "dead-worker", None, "late")[0] is False
     assert _row(container, item.id).status == m.MediaStatus.ready
     with container.uow() as uow:
         job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == item.id)).one()
@@ -434,3 +434,28 @@ def test_worker_killed_mid_job_is_replaced_after_its_lease(s3_settings, samples,
         assert _decoded_size(_fetch(container, folder + segments[0][1]), tmp_path) == attrs["RESOLUTION"]
         assert _jpeg_size(_fetch(container, thumbs + "thumb-medium.jpg"))[0] == 426
         container.close()
+
+
+def test_a_failed_item_is_processed_again_once_its_original_is_fixed(cli, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["corrupt"])
+    assert cli("media", "process", str(item.id)).exit_code == 4
+    assert _row(container, item.id).status == m.MediaStatus.failed
+    with container.uow() as uow:
+        key = uow.session.get(m.MediaItem, item.id).r2_key  # type: ignore[union-attr]
+    container.object_store.put_file(key, samples["clip"], "video/mp4", {})
+    again = cli("media", "process", str(item.id))  # failed -> transcoding -> ready, no --force
+    assert again.exit_code == 0, again.output
+    assert _row(container, item.id).status == m.MediaStatus.ready
+
+
+def test_an_item_marked_failed_while_processed_stays_failed(cli, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    claim = jobs._claim(container, "w", 60, None)  # a worker is on it
+    assert isinstance(claim, jobs._Claim) and _row(container, item.id).status == m.MediaStatus.transcoding
+    marked = cli("media", "mark-failed", str(item.id), "--by", OPS, "--reason", "wrong file")
+    assert marked.exit_code == 0, marked.output
+    result = jobs._run_claim(container, claim, "w", 60, jobs.LADDER, jobs.PRESET, None)
+    assert result.outcome == "failed" and "marked failed" in (result.error or "")
+    assert _row(container, item.id).status == m.MediaStatus.failed
+    shown = json.loads(cli("media", "show", str(item.id), "--json").stdout)
+    assert shown["processing_error"] == result.error
