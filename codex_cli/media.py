@@ -432,7 +432,8 @@ def process(
         bool, typer.Option("--json", help="Print one JSON object per item (JSON lines).")
     ] = False,
 ) -> None:
-    """Probe, thumbnails and HLS for these items (or --pending) in the foreground; exit 4 if any failed."""
+    """Probe, thumbnails and HLS for these items (or --pending) in the foreground; exit 4 if any
+    failed, or is being processed by another worker (said, with its lease; left to it)."""
     from services.media.jobs import process_media
 
     results = process_media(

@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -416,8 +416,8 @@ def process_media(
     on_result: Callable[[JobResult], None] | None = None,
 ) -> list[JobResult]:
     """`codex media process`: run the jobs of these items (queued first when they have none) or, with
-    `pending`, every claimable job, in the foreground. Items being processed elsewhere are left to
-    their worker."""
+    `pending`, every claimable job, in the foreground. A named item whose job another worker holds
+    is left to it and reported as `running` (not ok: it is not ready yet)."""
     from services.core.lookup import parse_uuid
     from services.core.models import MediaItem
 
@@ -453,7 +453,34 @@ def process_media(
         results.append(result)
         if on_result:
             on_result(result)
+    if only:
+        for late in _elsewhere(container, [i for i in only if i not in {r.media_id for r in results}]):
+            results.append(late)
+            if on_result:
+                on_result(late)
     return results
+
+
+def _elsewhere(container: Container, media_ids: list[uuid.UUID]) -> list[JobResult]:
+    """What became of named items this run could not claim: another worker holds the job (or
+    finished it meanwhile)."""
+    out = []
+    with container.uow() as uow:
+        for media_id in media_ids:
+            job = latest_job(uow.session, media_id)
+            if job is None:  # pragma: no cover - process_media queued one
+                continue
+            by = f"worker {job.worker}" if job.worker else "another worker"
+            if job.status == "running":
+                lease = job.lease_expires_at
+                until = f"{lease.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if lease else "unknown"
+                error = f"being processed by {by} (its lease runs until {until}); left to it."
+                out.append(JobResult(media_id, job.id, "running", error))
+            elif job.status == "done":
+                out.append(JobResult(media_id, job.id, "skipped", f"Processed meanwhile by {by}."))
+            else:
+                out.append(JobResult(media_id, job.id, job.status, job.error or f"Job {job.status}."))
+    return out
 
 
 def run_worker(

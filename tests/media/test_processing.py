@@ -459,3 +459,17 @@ def test_an_item_marked_failed_while_processed_stays_failed(cli, container, samp
     assert _row(container, item.id).status == m.MediaStatus.failed
     shown = json.loads(cli("media", "show", str(item.id), "--json").stdout)
     assert shown["processing_error"] == result.error
+
+
+def test_process_of_an_item_another_worker_holds_says_so_and_leaves_it(cli, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    assert isinstance(jobs._claim(container, "elsewhere:42/0", 60, None), jobs._Claim)
+    res = cli("media", "process", str(item.id))
+    assert res.exit_code == 4 and res.stdout == ""
+    assert f"running {item.id}: being processed by worker elsewhere:42/0" in res.stderr
+    assert "its lease runs until 20" in res.stderr and res.stderr.endswith(" UTC); left to it.\n")
+    doc = json.loads(cli("media", "process", str(item.id), "--json").stdout)
+    assert (doc["media_id"], doc["outcome"]) == (str(item.id), "running")
+    job = _job(container, item.id)  # untouched: still the other worker's
+    assert (job.status, job.attempts, job.worker) == ("running", 1, "elsewhere:42/0")
+    assert _row(container, item.id).status == m.MediaStatus.transcoding
