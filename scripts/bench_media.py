@@ -15,7 +15,10 @@ machine has two cores and other heavy runs would be measured too.
    every output, the job's claim/lease/finish transactions. Ratio = codex / floor (target <= 1.2).
    The two alternate (floor, codex, floor, codex ... `--rounds` pairs), so a change of load on the
    machine hits both; the ratio is of the medians. Every figure is printed with the 1-minute load
-   average before and after it.
+   average before and after it, and with the share of the machine's CPU time that other processes
+   used meanwhile ("others", from /proc/stat minus this process and its children). The load average
+   counts runnable threads, and one ladder run alone (three x264 encoders, a decoder, the scalers)
+   lifts it to about 8 on two cores: "others" is the figure that says whether a run was disturbed.
 3. workers: `--clips` shorter clips (`--clip-seconds`) queued, then `run_worker` with concurrency 1 and
    with concurrency 2 (each a claim loop on the shared queue, as two `codex media worker` processes
    would be; ffmpeg runs as its own process either way), alternating `--worker-rounds` times.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -64,7 +68,42 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def floor(clip: Path, out: Path) -> float:
+def _cpu() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process and its children)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    ours = sum(
+        r.ru_utime + r.ru_stime
+        for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    return busy / os.sysconf("SC_CLK_TCK"), ours
+
+
+class Sample:
+    """Wall time of a block, the load average around it, and what other processes took meanwhile."""
+
+    def __enter__(self) -> Sample:
+        self.load_before = load()
+        self.cpu_before = _cpu()
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+        busy, ours = (after - before for after, before in zip(_cpu(), self.cpu_before, strict=True))
+        self.others = max(0.0, busy - ours) / (self.seconds * (os.cpu_count() or 1))
+        self.load_after = load()
+
+    def line(self, label: str) -> None:
+        print(
+            f"  {label:<30}{self.seconds:8.1f} s   (load {self.load_before:.2f} -> {self.load_after:.2f}, "
+            f"others {self.others:4.0%} of the CPUs)",
+            flush=True,
+        )
+
+
+def floor(clip: Path, out: Path) -> Sample:
     """The ladder straight from the ffmpeg command line, into a fresh directory."""
     from services.media.ffmpeg import ffmpeg_exe, probe
     from services.media.processing import hls_args
@@ -72,12 +111,11 @@ def floor(clip: Path, out: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     args, _ = hls_args(clip, out, probe(clip))
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
-    subprocess.run(cmd, check=True)
-    elapsed = time.perf_counter() - started
+    with Sample() as sample:
+        subprocess.run(cmd, check=True)
     shutil.rmtree(out, ignore_errors=True)
-    return elapsed
+    return sample
 
 
 def add_items(container: Any, clips: list[Path]) -> list[uuid.UUID]:
@@ -116,10 +154,6 @@ def add_items(container: Any, clips: list[Path]) -> list[uuid.UUID]:
     return ids
 
 
-def line(label: str, seconds: float, before: float, after: float) -> None:
-    print(f"  {label:<30}{seconds:8.1f} s   (load {before:.2f} -> {after:.2f})", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=60)
@@ -153,17 +187,16 @@ def main() -> None:
         codexes: list[float] = []
         renditions: list[str] = []
         for n in range(opts.rounds):
-            before = load()
-            floors.append(floor(clip, work / "floor"))
-            line(f"round {n + 1}: ffmpeg command line", floors[-1], before, load())
+            sample = floor(clip, work / "floor")
+            floors.append(sample.seconds)
+            sample.line(f"round {n + 1}: ffmpeg command line")
             [media_id] = add_items(container, [clip])
-            before = load()
-            started = time.perf_counter()
-            [result] = process_media(container, [str(media_id)])
-            codexes.append(time.perf_counter() - started)
+            with Sample() as sample:
+                [result] = process_media(container, [str(media_id)])
+            codexes.append(sample.seconds)
             assert result.outcome == "ready", result.error
             renditions = result.renditions
-            line(f"round {n + 1}: codex media process", codexes[-1], before, load())
+            sample.line(f"round {n + 1}: codex media process")
         floor_s, codex_s = statistics.median(floors), statistics.median(codexes)
         print(f"  ladder {', '.join(renditions)}; medians:")
         print(f"  ffmpeg command line (floor)   {floor_s:8.1f} s")
@@ -179,15 +212,13 @@ def main() -> None:
             for r in range(opts.worker_rounds):
                 for n in (1, 2):
                     add_items(container, [short] * opts.clips)
-                    before = load()
-                    started = time.perf_counter()
-                    count = run_worker(
-                        container, concurrency=n, stop=threading.Event(), exit_when_idle=True, poll=0.2
-                    )
-                    timings[n].append(time.perf_counter() - started)
+                    with Sample() as sample:
+                        count = run_worker(
+                            container, concurrency=n, stop=threading.Event(), exit_when_idle=True, poll=0.2
+                        )
+                    timings[n].append(sample.seconds)
                     assert count == opts.clips, count
-                    label = "one worker" if n == 1 else "two workers"
-                    line(f"round {r + 1}: {label}", timings[n][-1], before, load())
+                    sample.line(f"round {r + 1}: {'one worker' if n == 1 else 'two workers'}")
             one, two = statistics.median(timings[1]), statistics.median(timings[2])
             print("  medians:")
             print(f"  one worker                    {one:8.1f} s")
