@@ -263,7 +263,8 @@ def _status_command(
 
 @app.command("mark-ready")
 def mark_ready(media_id: MediaIdArg, by: ByOpt = None, json_output: JsonOpt = False) -> None:
-    """Mark a media item ready for playback (from uploaded or transcoding; until a transcoder exists)."""
+    """Mark a media item ready for playback without processing it (from uploaded or transcoding; no
+    thumbnails or HLS: `codex media process` makes those)."""
     _status_command("ready", media_id, by, None, json_output)
 
 

@@ -399,7 +399,7 @@ def test_worker_killed_mid_job_is_replaced_after_its_lease(s3_settings, samples,
         assert _row(container, item.id).status == m.MediaStatus.transcoding
 
         proxy.reset()
-        second = _start_worker(settings, "--lease", "2")
+        second = _start_worker(settings)  # its own lease is the default: a slow renewal cannot lose it
         try:
             _wait_until_done(container, item.id, second)
             second.send_signal(signal.SIGTERM)
