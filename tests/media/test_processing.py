@@ -299,13 +299,16 @@ def test_content_create_takes_the_medium_thumbnail_when_processing_made_one(cont
     assert made[1].thumbnail_r2_key is None
 
 
-def _start_worker(settings: Any, *extra: str) -> subprocess.Popen[str]:
-    """A real `codex media worker` process (the installed entry point's module) on these settings."""
+def _start_worker(settings: Any, *extra: str, tmp: Path | None = None) -> subprocess.Popen[str]:
+    """A real `codex media worker` process (the installed entry point's module) on these settings;
+    its work directories under `tmp` when given (a killed worker leaves its own behind)."""
     import sys
 
     from tests.conftest import settings_env
 
     env = {**os.environ, **{k: v for k, v in settings_env(settings).items() if v is not None}}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
     return subprocess.Popen(
         [sys.executable, "-m", "codex_cli", "media", "worker", "--poll", "0.2", "--json", *extra],
         env=env,
@@ -379,7 +382,7 @@ def test_worker_killed_mid_job_is_replaced_after_its_lease(s3_settings, samples,
 
         # The first worker gets through download, ffmpeg and its segments; its master PUT waits here.
         proxy.hold_when = lambda seen: seen.method == "PUT" and seen.path.endswith("/master.m3u8")
-        first = _start_worker(settings, "--lease", "2")
+        first = _start_worker(settings, "--lease", "2", tmp=tmp_path)
         try:
             assert proxy.holding.wait(60), "the first worker never reached its master playlist"
             assert _job(container, item.id).worker.startswith(f"{socket.gethostname()}:{first.pid}/")
