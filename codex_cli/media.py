@@ -263,7 +263,8 @@ def _status_command(
 
 @app.command("mark-ready")
 def mark_ready(media_id: MediaIdArg, by: ByOpt = None, json_output: JsonOpt = False) -> None:
-    """Mark a media item ready for playback (from uploaded or transcoding; until a transcoder exists)."""
+    """Mark a media item ready for playback without processing it (from uploaded or transcoding; no
+    thumbnails or HLS: `codex media process` makes those)."""
     _status_command("ready", media_id, by, None, json_output)
 
 
@@ -432,7 +433,8 @@ def process(
         bool, typer.Option("--json", help="Print one JSON object per item (JSON lines).")
     ] = False,
 ) -> None:
-    """Probe, thumbnails and HLS for these items (or --pending) in the foreground; exit 4 if any failed."""
+    """Probe, thumbnails and HLS for these items (or --pending) in the foreground; exit 4 if any
+    failed, or is being processed by another worker (said, with its lease; left to it)."""
     from services.media.jobs import process_media
 
     results = process_media(

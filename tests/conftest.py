@@ -54,6 +54,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config._codex_basetemp = config.option.basetemp  # type: ignore[attr-defined]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker per core, at most 4 (each starts its own PostgreSQL and stand-ins; most
+    tests wait on a server or a subprocess, so more workers than that only add servers)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     made = getattr(config, "_codex_basetemp", None)
     if made:

@@ -55,6 +55,8 @@ MAX_JSON_DEPTH = 64
 MAX_CONNECTIONS = 10_000
 # Threads running database work; the engine's pool (5 + 10 overflow) bounds useful parallelism anyway.
 MAX_DB_THREADS = 8
+# How much lower the supervisor's background tasks (the outbox drainer) run than the workers.
+BACKGROUND_NICE = 5
 
 T = TypeVar("T")
 
@@ -882,6 +884,12 @@ def _serve_with_workers(
             children.append(pid)
         for sock in sockets:
             sock.close()
+        # The background tasks (the outbox drainer) start here, in the supervisor, at a lower CPU
+        # priority than the workers: in a burst Stripe's deliveries are answered first and the
+        # receipts, already committed in the outbox, follow as soon as there is CPU to spare.
+        # (Linux applies a nice value per thread: this one and the threads it starts.)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
         if on_ready is not None:
             on_ready(server)
         alive = set(children)

@@ -10,6 +10,7 @@ the provider accepting and our commit resends the same message, which the provid
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -31,6 +32,8 @@ log = logging.getLogger("codex.email")
 
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RETRY_BASE = timedelta(seconds=30)  # 30 s, 1 min, 2 min, 4 min ... capped at MAX_BACKOFF
+# A pending message due this long ago means nothing is draining the outbox (`codex doctor` says so).
+OVERDUE_AFTER = timedelta(hours=1)
 MAX_BACKOFF = timedelta(hours=1)
 DEFAULT_BATCH = 50
 MAX_ERROR_CHARS = 2000
@@ -83,6 +86,20 @@ def decode_variables(data: dict[str, Any]) -> dict[str, Any]:
 # --- queueing (inside the caller's transaction) -------------------------------------------------------
 
 
+@functools.cache
+def _outbox_insert() -> Any:
+    """The INSERT of `queue_email`, built once (Core: one per purchase on the webhook path)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from services.core.models import EmailOutbox
+
+    return (
+        insert(EmailOutbox)
+        .on_conflict_do_nothing(index_elements=[EmailOutbox.idempotency_key])
+        .returning(EmailOutbox.id)
+    )
+
+
 def queue_email(
     session: Session,
     template: str,
@@ -95,7 +112,6 @@ def queue_email(
     already queued, so a cause processed twice queues one email). ValidationError for an unknown
     template or a bad address, before anything is written."""
     from sqlalchemy import select
-    from sqlalchemy.dialects.postgresql import insert
 
     from services.adapters.email_senders import validate_address
     from services.core.models import EmailOutbox
@@ -106,18 +122,14 @@ def queue_email(
     reply = validate_address(reply_to, "reply-to") if reply_to else None
     if not idempotency_key:
         raise ValidationError("An outbox email needs an idempotency key.")
-    inserted = session.execute(
-        insert(EmailOutbox)
-        .values(
-            template=template,
-            recipient=to,
-            variables=encode_variables(data),
-            reply_to=reply,
-            idempotency_key=idempotency_key,
-        )
-        .on_conflict_do_nothing(index_elements=[EmailOutbox.idempotency_key])
-        .returning(EmailOutbox.id)
-    ).scalar()
+    values = {
+        "template": template,
+        "recipient": to,
+        "variables": encode_variables(data),
+        "reply_to": reply,
+        "idempotency_key": idempotency_key,
+    }
+    inserted = session.connection().execute(_outbox_insert(), values).scalar()
     if inserted is not None:
         return inserted
     return session.execute(
@@ -490,3 +502,31 @@ def retry_outbox(container: Container, message_id: str | None = None, all_dead: 
     if not ids:
         return drain_outbox(container, ids=[])
     return drain_outbox(container, ids=ids)
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """What `codex doctor` says about the outbox: parked messages, and pending ones long overdue."""
+
+    dead: int
+    overdue: int
+    pending: int
+
+
+def outbox_health(container: Container, overdue_after: timedelta = OVERDUE_AFTER) -> OutboxHealth:
+    """Counts of dead messages, and of pending ones due for longer than `overdue_after` (nothing is
+    draining), in one query."""
+    from sqlalchemy import func, select
+
+    from services.core.models import EmailOutbox, OutboxStatus
+
+    pending = EmailOutbox.status == OutboxStatus.pending
+    with container.uow() as uow:
+        row = uow.session.execute(
+            select(
+                func.count().filter(EmailOutbox.status == OutboxStatus.dead),
+                func.count().filter(pending, EmailOutbox.next_attempt_at < func.now() - overdue_after),
+                func.count().filter(pending),
+            )
+        ).one()
+    return OutboxHealth(dead=row[0], overdue=row[1], pending=row[2])

@@ -146,6 +146,24 @@ def _check_email(container: Container) -> str:
     return str(container.notifications.check())
 
 
+def _check_email_queue(container: Container) -> str:
+    from services.email.outbox import OVERDUE_AFTER, outbox_health
+
+    health = outbox_health(container)
+    if health.dead:
+        raise ConfigurationError(
+            f"{health.dead} email(s) dead in the outbox; see `codex email queue --status dead`, then "
+            "`codex email retry --all-dead`."
+        )
+    if health.overdue:
+        hours = OVERDUE_AFTER.total_seconds() / 3600
+        raise ConfigurationError(
+            f"{health.overdue} email(s) pending for over {hours:g} hour(s): nothing is draining the outbox "
+            "(run `codex email drain` from cron, or keep `codex webhook listen` running)."
+        )
+    return f"no dead email; {health.pending} pending"
+
+
 def _check_webhook_secret(settings: Settings) -> str:
     secret = settings.stripe_webhook_secret_payment
     if not secret:
@@ -192,4 +210,6 @@ def run_doctor(container: Container, strict: bool = False) -> DoctorReport:
         _run("webhook secret", lambda: _check_webhook_secret(settings), settings),
         _run("app url", lambda: _check_app_url(settings), settings),
     ]
+    if checks[0].status in (OK, LOCAL):  # the database line already says why it could not be read
+        checks.append(_run("email queue", lambda: _check_email_queue(container), settings))
     return DoctorReport(checks=checks, strict=strict, embedded=settings.embedded_parts())

@@ -19,13 +19,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.core import r2keys
 from services.core.errors import CodexError, NotFound, ValidationError
 from services.media.processing import LADDER, PRESET, Outputs, Rung, process_file
+from services.media.status import can_move, move
 
 if TYPE_CHECKING:
     from services.bootstrap import Container
@@ -155,7 +156,8 @@ def _claim(
                 "failed",
                 f"Gave up after {MAX_ATTEMPTS} attempts: the workers holding it stopped before finishing.",
             )
-            item.status = MediaStatus.failed
+            if item.status != MediaStatus.ready:  # a forced re-run keeps a ready item playable
+                move(item, "failed")
         elif item.status == MediaStatus.ready and not force:
             ended = JobResult(media_id, job_id, "skipped", "Already ready (use --force to process again).")
         if ended is not None:
@@ -175,7 +177,7 @@ def _claim(
         assert item is not None
         was_ready = item.status == MediaStatus.ready
         if not was_ready:  # a forced re-run keeps a ready item playable while it runs
-            item.status = MediaStatus.transcoding
+            move(item, "transcoding")
         claim = _Claim(job_id, media_id, token, bool(force), item.organization_id, item.r2_key, was_ready)
         uow.commit()
     return claim
@@ -215,19 +217,20 @@ def _release(container: Container, claim: _Claim) -> None:
         if getattr(result, "rowcount", 0) and not claim.was_ready:
             item = uow.session.get(MediaItem, claim.media_id, with_for_update=True)
             if item is not None and item.status == MediaStatus.transcoding:
-                item.status = MediaStatus.uploaded
+                move(item, "uploaded")
         uow.commit()
 
 
 def _finish(
     container: Container, claim: _Claim, worker: str, outputs: Outputs | None, error: str | None
-) -> bool:
+) -> tuple[bool, str | None]:
     """Publish the result if the claim is still ours: item ready (duration set) or failed, job
-    done/failed, audited. False when another worker holds the job now (nothing changed)."""
+    done/failed, audited; returns (True, the job's error). (False, error) when another worker holds
+    the job now (nothing changed)."""
     from sqlalchemy import select, text
 
     from services.core.audit import record_audit
-    from services.core.models import MediaItem, MediaStatus
+    from services.core.models import MediaItem
 
     with container.uow() as uow:
         s = uow.session
@@ -239,17 +242,20 @@ def _finish(
             {"id": claim.job_id, "token": claim.token},
         ).first()
         if held is None:
-            return False
+            return False, error
         item = s.scalars(select(MediaItem).where(MediaItem.id == claim.media_id).with_for_update()).first()
         details: dict[str, Any] = {"job": str(claim.job_id)}
+        if outputs is not None and error is None and item is not None and not can_move(item.status, "ready"):
+            # An operator marked it failed while it was processed: theirs is the last word.
+            error = "It was marked failed while being processed; it stays failed (process it again)."
         if outputs is not None and error is None and item is not None:
             item.duration_seconds = outputs.duration_seconds
-            item.status = MediaStatus.ready
+            move(item, "ready")
             details.update(renditions=outputs.renditions, duration_seconds=outputs.duration_seconds)
             action, status = "media.ready", "done"
         else:
             if item is not None and not claim.was_ready:
-                item.status = MediaStatus.failed
+                move(item, "failed")
             details["reason"] = error
             action, status = "media.failed", "failed"
         s.execute(
@@ -261,7 +267,7 @@ def _finish(
         )
         record_audit(s, f"media-worker:{worker}", action, "media_item", claim.media_id, details)
         uow.commit()
-    return True
+    return True, error
 
 
 # ------------------------------------------------------------------------------------ running
@@ -356,7 +362,8 @@ def _run_claim(
     if abort is not None and abort.is_set() and error is not None:
         _release(container, claim)
         return JobResult(claim.media_id, claim.job_id, "released", "Stopped; the job is queued again.")
-    if not _finish(container, claim, worker, outputs if error is None else None, error):
+    held, error = _finish(container, claim, worker, outputs if error is None else None, error)
+    if not held:
         return JobResult(
             claim.media_id, claim.job_id, "lost", "Its lease expired; another worker took it over."
         )
@@ -409,8 +416,8 @@ def process_media(
     on_result: Callable[[JobResult], None] | None = None,
 ) -> list[JobResult]:
     """`codex media process`: run the jobs of these items (queued first when they have none) or, with
-    `pending`, every claimable job, in the foreground. Items being processed elsewhere are left to
-    their worker."""
+    `pending`, every claimable job, in the foreground. A named item whose job another worker holds
+    is left to it and reported as `running` (not ok: it is not ready yet)."""
     from services.core.lookup import parse_uuid
     from services.core.models import MediaItem
 
@@ -446,7 +453,34 @@ def process_media(
         results.append(result)
         if on_result:
             on_result(result)
+    if only:
+        for late in _elsewhere(container, [i for i in only if i not in {r.media_id for r in results}]):
+            results.append(late)
+            if on_result:
+                on_result(late)
     return results
+
+
+def _elsewhere(container: Container, media_ids: list[uuid.UUID]) -> list[JobResult]:
+    """What became of named items this run could not claim: another worker holds the job (or
+    finished it meanwhile)."""
+    out = []
+    with container.uow() as uow:
+        for media_id in media_ids:
+            job = latest_job(uow.session, media_id)
+            if job is None:  # pragma: no cover - process_media queued one
+                continue
+            by = f"worker {job.worker}" if job.worker else "another worker"
+            if job.status == "running":
+                lease = job.lease_expires_at
+                until = f"{lease.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if lease else "unknown"
+                error = f"being processed by {by} (its lease runs until {until}); left to it."
+                out.append(JobResult(media_id, job.id, "running", error))
+            elif job.status == "done":
+                out.append(JobResult(media_id, job.id, "skipped", f"Processed meanwhile by {by}."))
+            else:
+                out.append(JobResult(media_id, job.id, job.status, job.error or f"Job {job.status}."))
+    return out
 
 
 def run_worker(

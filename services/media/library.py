@@ -1,5 +1,5 @@
-"""The media library: status transitions (uploaded -> transcoding -> ready, any -> failed), listing,
-showing, presigned download URLs and deletion.
+"""The media library: operator status changes (by the rules in status.py), listing, showing,
+presigned download URLs and deletion.
 """
 
 from __future__ import annotations
@@ -88,13 +88,6 @@ class MediaDeletion:
 
 # ---------------------------------------------------------------------------------- status changes
 
-_TRANSITIONS = {
-    "uploaded": {"transcoding", "ready", "failed"},  # uploaded -> ready until a transcoder exists
-    "transcoding": {"ready", "failed"},
-    "ready": {"failed"},
-    "failed": set(),
-}
-
 
 def _load_for_update(session: Any, media_ref: str) -> MediaItem:
     from sqlalchemy import select
@@ -112,22 +105,18 @@ def _load_for_update(session: Any, media_ref: str) -> MediaItem:
 def change_status(
     container: Container, media_ref: str, status: str, *, by: str | None = None, reason: str | None = None
 ) -> StatusChange:
-    """Move a media item along uploaded -> transcoding -> ready (or to failed); audited."""
+    """Move a media item to `status` if the rules in status.py allow it (Conflict otherwise); audited."""
     from services.core.audit import record_audit
     from services.core.lookup import resolve_operator
-    from services.core.models import MediaStatus
+    from services.media.status import check_status, move
 
-    if status not in _TRANSITIONS:
-        raise ValidationError(f"Unknown media status {status!r}.")
+    check_status(status)
     with container.uow() as uow:
         operator = resolve_operator(uow.session, container.settings.operator_email(by))
         row = _load_for_update(uow.session, media_ref)
         previous = str(row.status.value)
-        if previous == status:
+        if not move(row, status):
             return StatusChange(media=MediaView.of(row), previous=previous, changed=False)
-        if status not in _TRANSITIONS[previous]:
-            raise Conflict(f"Media item {row.id} is {previous}; it cannot become {status}.")
-        row.status = MediaStatus(status)
         row.updated_at = datetime.now(UTC)
         details: dict[str, Any] = {"from": previous, "to": status}
         if reason:
@@ -154,11 +143,10 @@ def list_media(
 
     from services.core.lookup import resolve_org
     from services.core.models import MediaItem, MediaStatus
+    from services.media.status import check_status
 
-    if status is not None and status not in _TRANSITIONS:
-        raise ValidationError(
-            f"The status must be one of {', '.join(_TRANSITIONS)}, not {status!r}.", field="status"
-        )
+    if status is not None:
+        check_status(status)
     if limit < 1:
         raise ValidationError("The page size must be at least 1.", field="limit")
     with container.uow() as uow:

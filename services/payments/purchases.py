@@ -10,13 +10,14 @@ Two kinds of entry points:
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from services.core.audit import record_audit
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "stripe"
+_INTENT_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 PAID_STATUSES = ("paid", "no_payment_required")
 
 
@@ -145,19 +147,52 @@ def _id_of(value: Any) -> str | None:
     return str(value) if value else None
 
 
-def _purchase_for_session(db: Session, checkout_session: dict[str, Any]) -> ContentPurchase | None:
-    """The purchase a Checkout Session belongs to (metadata.purchaseId, else the stored session id).
+@functools.cache
+def _receipt_lock_statement(by: str) -> Any:
+    """`SELECT … FOR UPDATE` of the newest purchase whose `by` column equals :key, with what the
+    receipt needs (customer, title) in the same round trip; built once (this runs per delivery)."""
+    purchase = ContentPurchase.__table__
+    return (
+        select(
+            purchase,
+            User.email.label("receipt_email"),
+            User.name.label("receipt_name"),
+            Content.title.label("receipt_title"),
+        )
+        .select_from(purchase)
+        .outerjoin(User, User.id == purchase.c.customer_id)
+        .outerjoin(Content, Content.id == purchase.c.content_id)
+        .where(purchase.c[by] == bindparam("key"))
+        .order_by(purchase.c.created_at.desc())
+        .limit(1)
+        .with_for_update(of=purchase)
+    )
+
+
+def _lock_for_receipt(db: Session, by: str, key: Any) -> Any:
+    """`_lock_by` on SQLAlchemy Core with the receipt's facts: a plain row, not an ORM object."""
+    return db.connection().execute(_receipt_lock_statement(by), {"key": key}).first()
+
+
+def _lock_orm(db: Session, by: str, key: Any) -> ContentPurchase | None:
+    return _lock_by(db, getattr(ContentPurchase, by) == key)
+
+
+def _purchase_for_session(db: Session, checkout_session: dict[str, Any], lock: Any = None) -> Any:
+    """The purchase a Checkout Session belongs to (metadata.purchaseId, else the stored session id),
+    locked by `lock(db, column, value)` (default: an ORM object).
 
     Raises PurchaseNotFoundYet when the session names a purchase the database does not have.
     """
+    lock = lock or _lock_orm
     raw, purchase_id = _metadata_purchase_id(checkout_session)
     session_id = checkout_session.get("id")
     if purchase_id is not None:
-        row = lock_purchase(db, purchase_id)
+        row = lock(db, "id", purchase_id)
         if row is not None:
             return row
     if session_id:
-        row = _lock_by(db, ContentPurchase.stripe_checkout_session_id == str(session_id))
+        row = lock(db, "stripe_checkout_session_id", str(session_id))
         if row is not None:
             return row
     if raw is not None and purchase_id is None:
@@ -175,7 +210,7 @@ def _purchase_for_session(db: Session, checkout_session: dict[str, Any]) -> Cont
 def complete_purchase(db: Session, checkout_session: dict[str, Any]) -> PurchaseOutcome:
     """A paid Checkout Session completes its purchase, once; the amount paid is checked and recorded."""
     session_id = checkout_session.get("id")
-    row = _purchase_for_session(db, checkout_session)
+    row = _purchase_for_session(db, checkout_session, lock=_lock_for_receipt)
     if row is None:
         return PurchaseOutcome(
             None, "not_found", detail="no purchase for this session", session_id=session_id
@@ -226,27 +261,33 @@ def complete_purchase(db: Session, checkout_session: dict[str, Any]) -> Purchase
         # Serializes with a refund event of the same payment (see record_external_refund).
         _lock_payment_intent(db, intent)
         refunded_cents, fully, latest = _refunded_so_far(db, intent)
-    row.status = PurchaseStatus.completed
-    row.stripe_payment_intent_id = intent
-    row.stripe_checkout_session_id = row.stripe_checkout_session_id or session_id
-    row.amount_received_cents = received
-    row.purchased_at = datetime.now(UTC)
+    changes: dict[str, Any] = {
+        "status": PurchaseStatus.completed,
+        "stripe_payment_intent_id": intent,
+        "stripe_checkout_session_id": row.stripe_checkout_session_id or session_id,
+        "amount_received_cents": received,
+        "purchased_at": datetime.now(UTC),
+    }
     paid = received if received is not None else expected
     if row.refunded_at is not None or fully or (refunded_cents > 0 and refunded_cents >= paid):
         # Stripe does not order events: the refund came first. Recorded as paid and refunded; no
         # access, no receipt.
-        row.refunded_at = row.refunded_at or (latest.refunded_at if latest else None) or datetime.now(UTC)
-        row.stripe_refund_id = row.stripe_refund_id or (latest.id if latest else None)
-        row.refund_reason = row.refund_reason or "Refunded in Stripe before the payment was recorded"
+        refund_id = row.stripe_refund_id or (latest.id if latest else None)
+        changes.update(
+            refunded_at=row.refunded_at or (latest.refunded_at if latest else None) or datetime.now(UTC),
+            stripe_refund_id=refund_id,
+            refund_reason=row.refund_reason or "Refunded in Stripe before the payment was recorded",
+        )
+        _update_purchase(db, row.id, changes)
         record_audit(
             db,
             SYSTEM_ACTOR,
             "purchase.refunded_before_completion",
             "purchase",
             row.id,
-            {"session_id": session_id, "payment_intent": intent, "refund_id": row.stripe_refund_id},
+            {"session_id": session_id, "payment_intent": intent, "refund_id": refund_id},
         )
-        db.flush()
+        db.flush()  # the audit row's failure (if any) belongs to this effect, not to the commit
         return PurchaseOutcome(
             pid,
             "refunded_before_completion",
@@ -269,14 +310,15 @@ def complete_purchase(db: Session, checkout_session: dict[str, Any]) -> Purchase
                 "session_id": session_id,
             },
         )
-    db.flush()
+    _update_purchase(db, row.id, changes)
+    db.flush()  # the audit row of a mismatch, inside the effect (a failure here is the effect's)
     return PurchaseOutcome(
         pid,
         "completed",
         amount_mismatch=mismatch,
         expected_cents=expected,
         received_cents=received,
-        receipt=_receipt(db, row, received if received is not None else expected, currency),
+        receipt=_receipt(row, paid, currency, changes["purchased_at"]),
         detail="" if was == "pending" else f"was {was}",
         session_id=session_id,
     )
@@ -411,9 +453,7 @@ def _when(obj: dict[str, Any]) -> datetime | None:
 
 def _lock_payment_intent(db: Session, payment_intent: str) -> None:
     """A transaction-scoped advisory lock per payment intent (safe through a transaction pooler)."""
-    db.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"codex-pi:{payment_intent}"}
-    )
+    db.connection().execute(_INTENT_LOCK, {"key": f"codex-pi:{payment_intent}"})
 
 
 def _remember(db: Session, obj: dict[str, Any], payment_intent: str) -> None:
@@ -472,13 +512,15 @@ def _refund_row(refund: dict[str, Any], payment_intent: str) -> dict[str, Any]:
     )
 
 
-def _refunded_so_far(db: Session, payment_intent: str) -> tuple[int, bool, StripeRefund | None]:
+@functools.cache
+def _refunds_statement() -> Any:
+    refunds = StripeRefund.__table__
+    return select(refunds).where(refunds.c.payment_intent_id == bindparam("payment_intent"))
+
+
+def _refunded_so_far(db: Session, payment_intent: str) -> tuple[int, bool, Any]:
     """(cents refunded, fully refunded, the latest refund) for a payment intent, from everything seen."""
-    rows = db.scalars(
-        select(StripeRefund)
-        .where(StripeRefund.payment_intent_id == payment_intent)
-        .execution_options(populate_existing=True)
-    ).all()
+    rows = db.connection().execute(_refunds_statement(), {"payment_intent": payment_intent}).all()
     refunds = [r for r in rows if r.kind == "refund" and r.status in ("succeeded", "pending", None)]
     charges = [r for r in rows if r.kind == "charge"]
     total = max(sum(r.amount_cents for r in refunds), max((r.amount_cents for r in charges), default=0))
@@ -497,26 +539,31 @@ def _latest_refund_id(charge: dict[str, Any]) -> str | None:
     return None
 
 
-def _receipt(db: Session, row: ContentPurchase, amount_cents: int, currency: str) -> Receipt | None:
-    # One round trip for what the email needs (this runs once per webhook event).
-    found = db.execute(
-        select(User.email, User.name, Content.title)
-        .select_from(User)
-        .join(Content, Content.id == row.content_id)
-        .where(User.id == row.customer_id)
-    ).first()
-    if found is None:
+def _receipt(row: Any, amount_cents: int, currency: str, purchased_at: datetime) -> Receipt | None:
+    """What the email needs, from the row `_lock_for_receipt` read (customer and title joined)."""
+    if row.receipt_email is None or row.receipt_title is None:
         return None
     return Receipt(
         purchase_id=str(row.id),
-        recipient=found.email,
-        customer_name=found.name,
+        recipient=row.receipt_email,
+        customer_name=row.receipt_name,
         content_id=str(row.content_id),
-        content_title=found.title,
+        content_title=row.receipt_title,
         amount_cents=amount_cents,
         currency=currency,
-        purchase_date=row.purchased_at or datetime.now(UTC),
+        purchase_date=purchased_at,
     )
+
+
+def _update_purchase(db: Session, purchase_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    """One UPDATE of a purchase locked by `_lock_for_receipt` (Core: no ORM object to flush)."""
+    db.connection().execute(_update_statement(), {"purchase_id": purchase_id, **changes})
+
+
+@functools.cache
+def _update_statement() -> Any:
+    # The SET columns are the keys of the parameters; `updated_at` is the column's own onupdate.
+    return update(ContentPurchase).where(ContentPurchase.id == bindparam("purchase_id"))
 
 
 # --- after the commit -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ The same path serves replays of stored events and the backfill of events missed 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -258,6 +259,22 @@ def _record_failure(container: Container, event: dict[str, Any], error: str, per
         uow.commit()
 
 
+@functools.cache
+def _event_insert() -> Any:
+    """INSERT of a new event, already marked done (see `_run`); no row when its id is stored."""
+    from sqlalchemy import func
+    from sqlalchemy.dialects.postgresql import insert
+
+    from services.core.models import StripeEvent
+
+    return (
+        insert(StripeEvent)
+        .values(attempts=1, processed_at=func.now())
+        .on_conflict_do_nothing(index_elements=[StripeEvent.id])
+        .returning(StripeEvent.id)
+    )
+
+
 def _run(
     container: Container, event: dict[str, Any], *, replay: bool = False, defer_receipt: bool = False
 ) -> WebhookOutcome:
@@ -268,7 +285,6 @@ def _run(
     `FOR UPDATE` on an existing row) makes simultaneous deliveries of one event wait for each other.
     """
     from sqlalchemy import func, select, update
-    from sqlalchemy.dialects.postgresql import insert
 
     from services.core.models import StripeEvent, StripeEventStatus
 
@@ -281,19 +297,9 @@ def _run(
         inserted = None
         if not replay:
             final = StripeEventStatus.processed if event_type in HANDLED_TYPES else StripeEventStatus.ignored
-            inserted = session.execute(
-                insert(StripeEvent)
-                .values(
-                    id=event_id,
-                    type=event_type,
-                    payload=event,
-                    status=final,
-                    attempts=1,
-                    processed_at=func.now(),
-                )
-                .on_conflict_do_nothing(index_elements=[StripeEvent.id])
-                .returning(StripeEvent.id)
-            ).first()
+            # Core, with a statement built once: this runs for every delivery.
+            values = {"id": event_id, "type": event_type, "payload": event, "status": final}
+            inserted = session.connection().execute(_event_insert(), values).first()
         if inserted is None:
             row = session.execute(
                 select(StripeEvent.status, StripeEvent.type, StripeEvent.payload)

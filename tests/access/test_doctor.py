@@ -13,6 +13,7 @@ from tests.conftest import CODEX_ENV
 from tests.fixtures.stripe import STRIPE_SECRET_KEY
 
 CHECKS = ["database", "media bucket", "assets bucket", "stripe", "email", "webhook secret", "app url"]
+CHECKS += ["email queue"]  # only once the database could be read
 
 
 def _statuses(result) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -53,7 +54,7 @@ def test_doctor_on_the_embedded_defaults_reports_local_parts_and_passes(tmp_path
         result = run("doctor")
         assert result.returncode == 0, result.stdout + result.stderr
         lines = result.stdout.splitlines()
-        assert [line[15:31].strip() for line in lines[:7]] == CHECKS
+        assert [line[15:31].strip() for line in lines[:8]] == CHECKS
         assert lines[-1] == "All checks passed."
         data = json.loads(run("doctor", "--json").stdout)
         statuses = {c["name"]: c["status"] for c in data["checks"]}
@@ -65,6 +66,7 @@ def test_doctor_on_the_embedded_defaults_reports_local_parts_and_passes(tmp_path
             "email": "local",
             "webhook secret": "not configured",
             "app url": "local",
+            "email queue": "ok",
         }
         assert data["ok"] is True and set(data["embedded"]) == {
             "database",
@@ -129,7 +131,7 @@ def test_each_broken_part_fails_on_its_own_line_and_the_others_still_run(
     result = broken("doctor")
     assert result.exit_code == 1
     lines = {line[15:31].strip(): line for line in result.stdout.splitlines()}
-    assert list(lines) == CHECKS
+    assert list(lines) == CHECKS[:-1]  # no email-queue line: the database line says it is unreachable
     assert (
         lines["database"].startswith("failed")
         and "Cannot connect to the database at 127.0.0.1:1" in lines["database"]
@@ -155,3 +157,32 @@ def test_pending_migrations_fail_the_database_check(cli) -> None:
     database = json.loads(result.stdout)["checks"][0]
     assert database["status"] == "failed" and "pending" in database["detail"]
     assert "codex db migrate" in database["detail"]
+
+
+def test_dead_or_long_pending_mail_fails_the_email_queue_check(cli, session) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.core.models import EmailOutbox, OutboxStatus
+
+    def queue_line() -> tuple[int, str]:
+        result = cli("doctor", "--json")
+        check = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "email queue")
+        return result.exit_code, f"{check['status']}: {check['detail']}"
+
+    assert queue_line() == (0, "ok: no dead email; 0 pending")
+    row = EmailOutbox(
+        template="purchase-receipt",
+        recipient="jane@example.com",
+        idempotency_key="doctor-test-1",
+        next_attempt_at=datetime.now(UTC) - timedelta(hours=2),
+    )
+    session.add(row)
+    session.commit()
+    code, line = queue_line()
+    assert code == 1 and line.startswith("failed: 1 email(s) pending for over 1 hour(s)")
+    assert "codex email drain" in line
+    row.status = OutboxStatus.dead
+    session.commit()
+    code, line = queue_line()
+    assert code == 1 and "1 email(s) dead in the outbox" in line and "retry --all-dead" in line
+    assert "jane@example.com" not in line

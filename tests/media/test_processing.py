@@ -257,7 +257,7 @@ def test_a_job_whose_worker_died_is_finished_by_another_after_the_lease(containe
     result = jobs.run_next(container, worker="other")
     assert result is not None and result.outcome == "ready"
     # The dead worker's late finish changes nothing: its claim token is no longer the job's.
-    assert jobs._finish(container, dead, "dead-worker", None, "late") is False
+    assert jobs._finish(container, dead, "dead-worker", None, "late")[0] is False
     assert _row(container, item.id).status == m.MediaStatus.ready
     with container.uow() as uow:
         job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == item.id)).one()
@@ -299,28 +299,47 @@ def test_content_create_takes_the_medium_thumbnail_when_processing_made_one(cont
     assert made[1].thumbnail_r2_key is None
 
 
-def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, container, samples) -> None:  # type: ignore[no-untyped-def]
-    import signal
+def _start_worker(settings: Any, *extra: str, tmp: Path | None = None) -> subprocess.Popen[str]:
+    """A real `codex media worker` process (the installed entry point's module) on these settings;
+    its work directories under `tmp` when given (a killed worker leaves its own behind)."""
     import sys
 
     from tests.conftest import settings_env
 
-    item = _item(container, samples["tone"], m.MediaType.audio)
     env = {**os.environ, **{k: v for k, v in settings_env(settings).items() if v is not None}}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codex_cli", "media", "worker", "--poll", "0.2", "--json"],
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
+    return subprocess.Popen(
+        [sys.executable, "-m", "codex_cli", "media", "worker", "--poll", "0.2", "--json", *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _job(container: Any, media_id: uuid.UUID) -> SimpleNamespace:
+    with container.uow() as uow:
+        job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == media_id)).one()
+        return SimpleNamespace(status=job.status, attempts=job.attempts, worker=job.worker)
+
+
+def _wait_until_done(container: Any, media_id: uuid.UUID, proc: subprocess.Popen[str]) -> None:
+    for _ in range(600):  # the worker polls the queue
+        if _job(container, media_id).status == "done":
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the job never finished")
+
+
+def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, container, samples) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    proc = _start_worker(settings)
     try:
-        for _ in range(600):  # until the job is done (the worker polls the queue)
-            with container.uow() as uow:
-                job = uow.session.scalars(select(m.MediaJob).where(m.MediaJob.media_item_id == item.id)).one()
-                if job.status == "done":
-                    break
-            time.sleep(0.1)
+        _wait_until_done(container, item.id, proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -331,3 +350,129 @@ def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, 
     assert json.loads(line)["outcome"] == "ready"
     assert err == "Stopping after the current jobs.\n"  # --json: no summary line, no traceback
     assert _row(container, item.id).status == m.MediaStatus.ready
+
+
+def test_worker_killed_mid_job_is_replaced_after_its_lease(s3_settings, samples, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL a real worker while it uploads outputs (its master playlist PUT is held by the proxy);
+    a second worker takes the job once the 2-second lease has expired, overwrites what the first one
+    left, and is the only one that publishes."""
+    import signal
+    import socket
+    from dataclasses import replace
+
+    from services.bootstrap import Container
+    from tests.standins.s3_proxy import CountingProxy
+
+    bucket = s3_settings.r2_media_bucket
+    with CountingProxy(s3_settings.r2_endpoint_url) as proxy:
+        settings = replace(s3_settings, r2_endpoint_url=proxy.url)
+        container = Container(settings)
+        item = _item(container, samples["clip"])
+        hls = r2keys.media_hls(item.organization_id, item.id).rsplit("/", 1)[0] + "/"
+        thumbs = r2keys.thumbnail(item.organization_id, item.id, "small").rsplit("/", 1)[0] + "/"
+        proxy.reset()  # the original's upload is not an output
+
+        def key(path: str) -> str:
+            assert path.startswith(f"/{bucket}/"), path
+            return path[len(bucket) + 2 :]
+
+        def stored() -> set[str]:
+            pages = [page for p in (hls, thumbs) for page in container.object_store.iter_pages(p)]
+            return {o.key for page in pages for o in page}
+
+        # The first worker gets through download, ffmpeg and its segments; its master PUT waits here.
+        proxy.hold_when = lambda seen: seen.method == "PUT" and seen.path.endswith("/master.m3u8")
+        first = _start_worker(settings, "--lease", "2", tmp=tmp_path)
+        try:
+            assert proxy.holding.wait(60), "the first worker never reached its master playlist"
+            assert _job(container, item.id).worker.startswith(f"{socket.gethostname()}:{first.pid}/")
+            assert _row(container, item.id).status == m.MediaStatus.transcoding
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == -signal.SIGKILL
+        proxy.release(forward=False)  # the dead worker's master never reaches the bucket
+        left_behind = stored()
+        assert left_behind == {key(p) for p in proxy.paths("PUT")} != set()
+        assert hls + "master.m3u8" not in left_behind  # partial outputs, nothing published
+        dead = _job(container, item.id)
+        assert (dead.status, dead.attempts) == ("running", 1)  # still leased to the dead worker
+        assert _row(container, item.id).status == m.MediaStatus.transcoding
+
+        proxy.reset()
+        second = _start_worker(settings)  # its own lease is the default: a slow renewal cannot lose it
+        try:
+            _wait_until_done(container, item.id, second)
+            second.send_signal(signal.SIGTERM)
+            out, err = second.communicate(timeout=60)
+        finally:
+            if second.poll() is None:
+                second.kill()
+        assert second.returncode == 0, err
+        [line] = out.splitlines()
+        assert json.loads(line)["outcome"] == "ready"
+
+        rewritten = {key(p) for p in proxy.paths("PUT")}
+        assert left_behind < rewritten  # every partial output written again, then the rest
+        assert stored() == rewritten  # nothing stale, nothing only the dead worker wrote
+        job = _job(container, item.id)
+        assert (job.status, job.attempts) == ("done", 2)
+        assert job.worker.startswith(f"{socket.gethostname()}:{second.pid}/")
+        row = _row(container, item.id)
+        assert (row.status, row.duration_seconds) == (m.MediaStatus.ready, 7)
+        with container.uow() as uow:
+            audit = uow.session.scalars(
+                select(m.AuditLog.actor).where(
+                    m.AuditLog.target_id == str(item.id), m.AuditLog.action.like("media.%")
+                )
+            ).all()
+        assert audit == [f"media-worker:{job.worker}"]  # published once, by the second worker
+
+        [(attrs, uri)] = _master(_fetch(container, hls + "master.m3u8").decode())
+        folder = hls + uri.rsplit("/", 1)[0] + "/"
+        segments = _segments(_fetch(container, hls + uri).decode())
+        assert [round(d) for d, _ in segments] == [6, 1]
+        assert _decoded_size(_fetch(container, folder + segments[0][1]), tmp_path) == attrs["RESOLUTION"]
+        assert _jpeg_size(_fetch(container, thumbs + "thumb-medium.jpg"))[0] == 426
+        container.close()
+
+
+def test_a_failed_item_is_processed_again_once_its_original_is_fixed(cli, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["corrupt"])
+    assert cli("media", "process", str(item.id)).exit_code == 4
+    assert _row(container, item.id).status == m.MediaStatus.failed
+    with container.uow() as uow:
+        key = uow.session.get(m.MediaItem, item.id).r2_key  # type: ignore[union-attr]
+    container.object_store.put_file(key, samples["clip"], "video/mp4", {})
+    again = cli("media", "process", str(item.id))  # failed -> transcoding -> ready, no --force
+    assert again.exit_code == 0, again.output
+    assert _row(container, item.id).status == m.MediaStatus.ready
+
+
+def test_an_item_marked_failed_while_processed_stays_failed(cli, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    claim = jobs._claim(container, "w", 60, None)  # a worker is on it
+    assert isinstance(claim, jobs._Claim) and _row(container, item.id).status == m.MediaStatus.transcoding
+    marked = cli("media", "mark-failed", str(item.id), "--by", OPS, "--reason", "wrong file")
+    assert marked.exit_code == 0, marked.output
+    result = jobs._run_claim(container, claim, "w", 60, jobs.LADDER, jobs.PRESET, None)
+    assert result.outcome == "failed" and "marked failed" in (result.error or "")
+    assert _row(container, item.id).status == m.MediaStatus.failed
+    shown = json.loads(cli("media", "show", str(item.id), "--json").stdout)
+    assert shown["processing_error"] == result.error
+
+
+def test_process_of_an_item_another_worker_holds_says_so_and_leaves_it(cli, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    assert isinstance(jobs._claim(container, "elsewhere:42/0", 60, None), jobs._Claim)
+    res = cli("media", "process", str(item.id))
+    assert res.exit_code == 4 and res.stdout == ""
+    assert f"running {item.id}: being processed by worker elsewhere:42/0" in res.stderr
+    assert "its lease runs until 20" in res.stderr and res.stderr.endswith(" UTC); left to it.\n")
+    doc = json.loads(cli("media", "process", str(item.id), "--json").stdout)
+    assert (doc["media_id"], doc["outcome"]) == (str(item.id), "running")
+    job = _job(container, item.id)  # untouched: still the other worker's
+    assert (job.status, job.attempts, job.worker) == ("running", 1, "elsewhere:42/0")
+    assert _row(container, item.id).status == m.MediaStatus.transcoding

@@ -2,7 +2,9 @@
 
 - `CountingProxy`: forwards every request to moto and records what the client sent (method, query,
   body size), so a test can count exactly which parts an upload sent. It can hold UploadPart requests
-  after the first N parts until released: a test then knows the process it signals is mid-upload.
+  after the first N parts, or any request `hold_when` matches, until released: a test then knows the
+  process it signals is mid-upload. Released with `forward=False`, a held request never reaches moto
+  (its client, killed meanwhile, is gone).
 - `StallingServer`: accepts PUTs and then stops reading (the socket's buffers fill and the client's
   send blocks), as a stuck server or a dead uplink does; other requests get 204 at once.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -39,6 +42,8 @@ class CountingProxy:
         self.upstream = urlsplit(upstream)
         self.seen: list[Seen] = []
         self.hold_after: int | None = None  # hold UploadParts once this many have been forwarded
+        self.hold_when: Callable[[Seen], bool] | None = None  # hold the requests this matches
+        self._forward_held = True
         self.holding = threading.Event()  # set while a part is held
         self._release = threading.Event()
         self._lock = threading.Lock()
@@ -56,12 +61,16 @@ class CountingProxy:
                 body = self.rfile.read(length) if length else b""
                 url = urlsplit(self.path)
                 seen = Seen(self.command, url.path, parse_qs(url.query, keep_blank_values=True), len(body))
+                hold = proxy.hold_when is not None and proxy.hold_when(seen)
                 if seen.part_number is not None and proxy.hold_after is not None:
                     with proxy._lock:
-                        hold = proxy._parts_done >= proxy.hold_after
-                    if hold:
-                        proxy.holding.set()
-                        proxy._release.wait(60)
+                        hold = hold or proxy._parts_done >= proxy.hold_after
+                if hold:
+                    proxy.holding.set()
+                    proxy._release.wait(60)
+                    if not proxy._forward_held:
+                        self.close_connection = True
+                        return
                 with proxy._lock:
                     proxy.seen.append(seen)
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
@@ -92,8 +101,11 @@ class CountingProxy:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def release(self) -> None:
+    def release(self, forward: bool = True) -> None:
+        """Stop holding; what was held goes on to moto, or (forward=False) is dropped unanswered."""
         self.hold_after = None
+        self.hold_when = None
+        self._forward_held = forward
         self._release.set()
 
     def reset(self) -> None:
@@ -103,6 +115,11 @@ class CountingProxy:
     def parts_sent(self) -> list[int]:
         with self._lock:
             return sorted(s.part_number for s in self.seen if s.part_number is not None)
+
+    def paths(self, method: str) -> list[str]:
+        """The paths of the forwarded requests with this method, in order."""
+        with self._lock:
+            return [s.path for s in self.seen if s.method == method]
 
     def count(self, method: str, query_key: str) -> int:
         with self._lock:

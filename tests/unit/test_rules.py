@@ -39,7 +39,10 @@ def test_malformed_durations_are_refused_with_an_example(text: str) -> None:
 @pytest.mark.parametrize(
     ("cents", "currency", "text"),
     [(999, "usd", "$9.99"), (1200, "eur", "€12.00"), (123456, "usd", "$1,234.56"), (500, "jpy", "¥500")]
-    + [(-250, "usd", "-$2.50"), (1000, "chf", "10.00 CHF"), (0, "usd", "$0.00")],
+    + [(-250, "usd", "-$2.50"), (1000, "chf", "10.00 CHF"), (0, "usd", "$0.00")]
+    # Stripe takes HUF, ISK and TWD with two decimals (not zero-decimal), KRW whole, KWD in thousandths
+    + [(17500, "huf", "175.00 HUF"), (50000, "isk", "500.00 ISK"), (1500, "twd", "15.00 TWD")]
+    + [(1000, "krw", "1,000 KRW"), (1500, "kwd", "1.500 KWD")],
 )
 def test_money_is_formatted_from_integer_cents(cents: int, currency: str, text: str) -> None:
     assert format_money(cents, currency) == text
