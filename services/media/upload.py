@@ -145,6 +145,7 @@ def upload_media(
     part_concurrency = max(1, concurrency // file_workers)
 
     inserter = _GroupInserter(container)
+    records_present = records.any_records(container.settings.codex_home)
 
     def one(f: MediaFile) -> Future[UploadResult]:
         return _upload_one(
@@ -159,6 +160,7 @@ def upload_media(
             listener,
             cancel,
             resume,
+            records_present,
         )
 
     pool = ThreadPoolExecutor(max_workers=file_workers, thread_name_prefix="codex-upload")
@@ -201,13 +203,15 @@ def _upload_one(
     listener: UploadListener | None,
     cancel: threading.Event,
     resume: bool,
+    records_present: bool = True,
 ) -> Future[UploadResult]:
     """Send one file and hand its row to the group writer; the returned future holds the outcome once
     the row is committed (or the file failed), so the worker moves on to the next file meanwhile."""
     started = time.monotonic()
     result = UploadResult(path=str(f.path), ok=False, filename=f.filename, mime_type=f.mime_type, size=f.size)
     resumable_store = hasattr(store, "endpoint_url")  # S3: multipart uploads outlive the process
-    record = _usable_record(store, home, f, org_id, resume) if resumable_store else None
+    look = resumable_store and records_present
+    record = _usable_record(store, home, f, org_id, resume) if look else None
     media_id = _media_id_of(record.key) if record else uuid.uuid4()
     key = record.key if record else r2keys.media_original(org_id, media_id, f.ext)
     point = ResumePoint(record.upload_id, record.part_size) if record else None
