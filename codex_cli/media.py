@@ -140,7 +140,7 @@ def upload(
     org: OrgOpt,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, max=64, help="Parallel transfers (files and parts).")
-    ] = 8,
+    ] = 10,
     by: ByOpt = None,
     no_resume: Annotated[
         bool,

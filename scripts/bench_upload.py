@@ -361,7 +361,9 @@ def main() -> None:
     parser.add_argument("--large-mib", type=int, default=1024)
     parser.add_argument("--small-count", type=int, default=200)
     parser.add_argument("--small-mib", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=8, help="codex --concurrency")
+    parser.add_argument(
+        "--concurrency", type=int, default=10, help="codex --concurrency (aws-cli: 10 concurrent requests)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     parser.add_argument("--extra", action="store_true", help="also boto3's engine, curl, codex fixed cost")
     parser.add_argument("--no-resume-case", action="store_true", help="skip the kill-and-resume case")

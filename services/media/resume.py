@@ -75,6 +75,12 @@ def delete(home: Path, file_path: Path, organization_id: object) -> None:
         _record_path(home, file_path, organization_id).unlink()
 
 
+def any_records(home: Path) -> bool:
+    """Whether any resume record exists (one look at the folder, instead of one per file)."""
+    folder = records_dir(home)
+    return folder.is_dir() and next(folder.glob("*.json"), None) is not None
+
+
 def iter_records(home: Path) -> Iterator[tuple[Path, ResumeRecord]]:
     folder = records_dir(home)
     if not folder.is_dir():

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 
 SHA256_METADATA = "sha256"
-DEFAULT_UPLOAD_CONCURRENCY = 8
+DEFAULT_UPLOAD_CONCURRENCY = 10  # as aws-cli (max_concurrent_requests)
 
 
 class UploadListener(Protocol):
@@ -145,8 +145,9 @@ def upload_media(
     part_concurrency = max(1, concurrency // file_workers)
 
     inserter = _GroupInserter(container)
+    records_present = records.any_records(container.settings.codex_home)
 
-    def one(f: MediaFile) -> UploadResult:
+    def one(f: MediaFile) -> Future[UploadResult]:
         return _upload_one(
             inserter,
             store,
@@ -159,10 +160,11 @@ def upload_media(
             listener,
             cancel,
             resume,
+            records_present,
         )
 
     pool = ThreadPoolExecutor(max_workers=file_workers, thread_name_prefix="codex-upload")
-    futures: dict[Future[UploadResult], MediaFile] = {}
+    futures: dict[Future[Future[UploadResult]], MediaFile] = {}
     try:
         futures = {pool.submit(one, f): f for f in files}
         # Waiting in short slices keeps the main thread responsive to Ctrl-C.
@@ -173,6 +175,8 @@ def upload_media(
         cancel.set()  # every worker stops, keeps its multipart upload for a resume, writes no row
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        # Files sent and verified still get their rows (their objects would otherwise be orphans).
+        inserter.close()
     batch.interrupted = cancel.is_set()
     for future, f in futures.items():
         if future.cancelled():
@@ -182,7 +186,7 @@ def upload_media(
             if listener:
                 listener.file_finished(result)
         else:
-            result = future.result()
+            result = future.result().result()
         batch.results.append(result)
     return batch
 
@@ -199,17 +203,22 @@ def _upload_one(
     listener: UploadListener | None,
     cancel: threading.Event,
     resume: bool,
-) -> UploadResult:
+    records_present: bool = True,
+) -> Future[UploadResult]:
+    """Send one file and hand its row to the group writer; the returned future holds the outcome once
+    the row is committed (or the file failed), so the worker moves on to the next file meanwhile."""
     started = time.monotonic()
     result = UploadResult(path=str(f.path), ok=False, filename=f.filename, mime_type=f.mime_type, size=f.size)
     resumable_store = hasattr(store, "endpoint_url")  # S3: multipart uploads outlive the process
-    record = _usable_record(store, home, f, org_id, resume) if resumable_store else None
+    look = resumable_store and records_present
+    record = _usable_record(store, home, f, org_id, resume) if look else None
     media_id = _media_id_of(record.key) if record else uuid.uuid4()
     key = record.key if record else r2keys.media_original(org_id, media_id, f.ext)
     point = ResumePoint(record.upload_id, record.part_size) if record else None
     stat = f.path.stat()
     has_record = record is not None
     attempted = completed = False
+    row: Future[MediaView] | None = None
 
     def remember(p: ResumePoint) -> None:
         nonlocal has_record
@@ -272,9 +281,8 @@ def _upload_one(
             put_result.sent_bytes,
             put_result.resumed,
         )
-        _verify_object(store, key, f.size, put_result.sha256 if put_result.upload_id is None else None)
-        inserter.insert(media_values(media_id, org_id, uploader, key, f, put_result.sha256))
-        result.ok, result.media_id, result.r2_key = True, media_id, key
+        _verify_object(store, key, f.size, put_result)
+        row = inserter.submit(media_values(media_id, org_id, uploader, key, f, put_result.sha256))
     except (UploadCancelled, CancelledError, KeyboardInterrupt):
         cancel.set()  # one interrupted file stops the batch, as Ctrl-C does
         if has_record and not completed:
@@ -290,17 +298,40 @@ def _upload_one(
                 result.error = result.error.rstrip(".") + "; run the same upload again to resume."
     except Exception as exc:  # noqa: BLE001 - one file's unexpected failure must not hide the others
         result.error = f"unexpected {type(exc).__name__}"
-    finally:
-        if has_record and not result.resumable:
-            records.delete(home, f.path, org_id)  # completed, or aborted by put_file
-        if not result.ok and attempted and not result.resumable and not _discard(store, key) and result.error:
-            result.error = result.error.rstrip(".") + (
-                f"; its object {key} could not be removed (`codex cleanup orphans` removes it later)."
-            )
-    result.seconds = time.monotonic() - started
-    if listener:
-        listener.file_finished(result)
-    return result
+    outcome: Future[UploadResult] = Future()
+
+    def finish() -> None:
+        try:
+            if has_record and not result.resumable:
+                records.delete(home, f.path, org_id)  # completed, or aborted by put_file
+            failed = not result.ok and attempted and not result.resumable
+            if failed and not _discard(store, key) and result.error:
+                result.error = result.error.rstrip(".") + (
+                    f"; its object {key} could not be removed (`codex cleanup orphans` removes it later)."
+                )
+            result.seconds = time.monotonic() - started
+            if listener:
+                listener.file_finished(result)
+        except BaseException as exc:  # noqa: BLE001 - handed to upload_media, which re-raises it
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(result)
+
+    def row_written(written: Future[MediaView]) -> None:
+        exc = written.exception()
+        if exc is None:
+            result.ok, result.media_id, result.r2_key = True, media_id, key
+        elif isinstance(exc, CodexError):
+            result.error = str(exc)
+        else:
+            result.error = f"unexpected {type(exc).__name__}"
+        finish()
+
+    if row is None:
+        finish()
+    else:
+        row.add_done_callback(row_written)  # in the writer thread, once the group is committed
+    return outcome
 
 
 def _media_id_of(key: str) -> uuid.UUID:
@@ -352,7 +383,17 @@ def _discard(store: Any, key: str) -> bool:
     return True
 
 
-def _verify_object(store: Any, key: str, size: int, digest: str | None) -> Any:
+def _verify_object(store: Any, key: str, size: int, put: PutResult) -> None:
+    """The object is complete with the file's size. A single-request upload is verified by its own
+    answer (the store read exactly `size` bytes, checked against the request's SHA-256 checksum where
+    the server checks one): no HEAD. An assembled multipart object is read back once (HEAD): that is
+    the only check of its size."""
+    if put.upload_id is None:
+        if put.size != size:
+            raise ExternalServiceError(
+                f"Upload verification failed: the object has {put.size} bytes, the file {size}."
+            )
+        return
     info = store.head(key)
     if info is None:
         raise ExternalServiceError("File upload not completed: the object is not in the bucket.")
@@ -360,11 +401,6 @@ def _verify_object(store: Any, key: str, size: int, digest: str | None) -> Any:
         raise ExternalServiceError(
             f"Upload verification failed: the object has {info.size} bytes, the file {size}."
         )
-    if digest is not None and info.metadata.get(SHA256_METADATA) != digest:
-        raise ExternalServiceError(
-            "Upload verification failed: the object's SHA-256 metadata does not match."
-        )
-    return info
 
 
 def media_values(
@@ -431,28 +467,57 @@ def _integrity_error(exc: Exception, rows: list[dict[str, Any]]) -> Exception:
 
 
 class _GroupInserter:
-    """Group commit for the rows of a many-file upload: whichever worker gets the writer's turn
-    inserts every row handed over meanwhile in one statement and one transaction, so 200 small
-    files cost a few dozen round trips instead of 200 transactions. Each worker still returns only
-    once its own row is committed. A group refused by a rule is retried row by row, so one bad row
-    cannot fail the others; a failing database fails the whole group at once."""
+    """Group commit for the rows of a many-file upload: one writer thread inserts every row handed
+    over since its last write in one statement and one transaction, so 200 small files cost a few
+    dozen round trips instead of 200 transactions - and the upload workers go on sending the next
+    file instead of waiting for the database. A row's future is resolved once it is committed. A
+    group refused by a rule is retried row by row, so one bad row cannot fail the others; a failing
+    database fails the whole group at once."""
 
     def __init__(self, container: Container) -> None:
         self._container = container
-        self._lock = threading.Lock()  # guards _pending
-        self._turn = threading.Lock()  # one writer at a time
+        self._lock = threading.Condition()  # guards _pending and _closed
+        self._turn = threading.Lock()  # held while a group is taken and written
         self._pending: list[tuple[dict[str, Any], Future[MediaView]]] = []
+        self._closed = False
+        self._writer: threading.Thread | None = None
 
-    def insert(self, values: dict[str, Any]) -> MediaView:
+    def submit(self, values: dict[str, Any]) -> Future[MediaView]:
+        """Queue a row; the future holds its MediaView once committed, or the error that refused it."""
         mine: Future[MediaView] = Future()
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the row writer is closed")
             self._pending.append((values, mine))
-        with self._turn:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="codex-rows", daemon=True)
+                self._writer.start()
+            self._lock.notify()
+        return mine
+
+    def insert(self, values: dict[str, Any]) -> MediaView:
+        return self.submit(values).result()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+            writer = self._writer
+        if writer is not None:
+            writer.join()
+
+    def _run(self) -> None:
+        while True:
             with self._lock:
-                group, self._pending = self._pending, []
-            if group:
+                while not self._pending and not self._closed:
+                    self._lock.wait()
+                if not self._pending:
+                    return  # closed, nothing left
+            with self._turn:
+                with self._lock:
+                    group, self._pending = self._pending, []
                 self._write(group)
-        return mine.result()
 
     def _write(self, group: list[tuple[dict[str, Any], Future[MediaView]]]) -> None:
         try:
@@ -463,9 +528,11 @@ class _GroupInserter:
                 return
             for values, future in group:
                 try:
-                    future.set_result(insert_rows(self._container, [values])[values["id"]])
+                    view = insert_rows(self._container, [values])[values["id"]]
                 except Exception as exc:  # noqa: BLE001 - handed to the worker that owns the row
                     future.set_exception(exc)
+                else:
+                    future.set_result(view)
             return
         except Exception as exc:  # noqa: BLE001 - the database itself failed: every row of the group did
             for _, future in group:

@@ -4,16 +4,22 @@
   body size), so a test can count exactly which parts an upload sent. It can hold UploadPart requests
   after the first N parts, or any request `hold_when` matches, until released: a test then knows the
   process it signals is mid-upload. Released with `forward=False`, a held request never reaches moto
-  (its client, killed meanwhile, is gone).
+  (its client, killed meanwhile, is gone). Like S3 and R2 (moto checks none), it checks the
+  `x-amz-checksum-crc32` / `-sha256` header of every request against the body it received and
+  answers 400 BadDigest on a mismatch; `corrupt_part = N` flips one byte of part N once on the way,
+  as a bad link would.
 - `StallingServer`: accepts PUTs and then stops reading (the socket's buffers fill and the client's
   send blocks), as a stuck server or a dead uplink does; other requests get 204 at once.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import socket
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +27,14 @@ from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length", "host"}
+_CHECKSUMS = {
+    "crc32": lambda body: base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode(),
+    "sha256": lambda body: base64.b64encode(hashlib.sha256(body).digest()).decode(),
+}
+_BAD_DIGEST = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>BadDigest</Code>'
+    b"<Message>The CRC32 or SHA256 you specified did not match the calculated checksum.</Message></Error>"
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,7 @@ class Seen:
     path: str
     query: dict[str, list[str]]
     body_bytes: int
+    checksum: str | None = None  # the algorithm of the x-amz-checksum-* header the request carried
 
     @property
     def part_number(self) -> int | None:
@@ -48,6 +63,8 @@ class CountingProxy:
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._parts_done = 0
+        self.corrupt_part: int | None = None  # flip one byte of this part number, once
+        self.refused = 0  # requests answered BadDigest
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,7 +77,22 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 url = urlsplit(self.path)
-                seen = Seen(self.command, url.path, parse_qs(url.query, keep_blank_values=True), len(body))
+                algorithm = next((a for a in _CHECKSUMS if self.headers.get(f"x-amz-checksum-{a}")), None)
+                seen = Seen(
+                    self.command, url.path, parse_qs(url.query, keep_blank_values=True), len(body), algorithm
+                )
+                if body and seen.part_number is not None and seen.part_number == proxy.corrupt_part:
+                    proxy.corrupt_part = None
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                if algorithm and _CHECKSUMS[algorithm](body) != self.headers[f"x-amz-checksum-{algorithm}"]:
+                    with proxy._lock:
+                        proxy.refused += 1
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(_BAD_DIGEST)))
+                    self.end_headers()
+                    self.wfile.write(_BAD_DIGEST)
+                    return
                 hold = proxy.hold_when is not None and proxy.hold_when(seen)
                 if seen.part_number is not None and proxy.hold_after is not None:
                     with proxy._lock:
@@ -115,6 +147,11 @@ class CountingProxy:
     def parts_sent(self) -> list[int]:
         with self._lock:
             return sorted(s.part_number for s in self.seen if s.part_number is not None)
+
+    def checksums(self) -> dict[int, str | None]:
+        """The checksum algorithm each forwarded part carried, by part number."""
+        with self._lock:
+            return {s.part_number: s.checksum for s in self.seen if s.part_number is not None}
 
     def paths(self, method: str) -> list[str]:
         """The paths of the forwarded requests with this method, in order."""
