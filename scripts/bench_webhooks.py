@@ -358,6 +358,36 @@ def stop_process(proc: subprocess.Popen) -> tuple[int, float]:
     return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
+def settle(url: str, label: str, limit: float = 60.0) -> None:
+    """Wait until the listener's drainer has sent every receipt queued so far, so that the next run
+    measures the listener in a steady state, not competing with the previous run's backlog (a listener
+    without an outbox queues nothing: no wait). Prints how long the backlog took."""
+    from sqlalchemy import text
+
+    from services.adapters.db import make_engine
+
+    engine = make_engine(url)
+    started = time.perf_counter()
+    pending, last, last_change = 0, None, started
+    try:
+        with engine.connect() as conn:
+            while time.perf_counter() - started < limit:
+                pending = conn.execute(
+                    text("SELECT count(*) FROM email_outbox WHERE status = 'pending'")
+                ).scalar_one()
+                conn.commit()
+                if pending != last:
+                    last, last_change = pending, time.perf_counter()
+                if not pending or time.perf_counter() - last_change > 3:  # done, or nothing drains
+                    break
+                time.sleep(0.2)
+    finally:
+        engine.dispose()
+    waited = time.perf_counter() - started
+    if waited > 0.5 and last_change > started:
+        print(f"    {label}: the drainer's backlog took {waited:.1f} s to send ({pending} still pending)")
+
+
 def seed(url: str, count: int) -> list[dict]:
     """One organization and content, `count` customers each with a pending purchase; returns sessions."""
     from sqlalchemy import func, insert, select
@@ -608,7 +638,8 @@ def main() -> None:
                             "warm-up retries", listener_url, [warmup[j] for j in sorted(set(warm.failed))], 1
                         )
                     sat = fire(f"{label}, saturation", listener_url, sat_bodies, args.clients)
-                    time.sleep(1)  # let the saturation run's receipts finish before pacing
+                    settle(url, f"{label} after saturation")
+                    time.sleep(1)
                     paced = fire(
                         f"{label}, paced {args.rate:.0f}/s",
                         listener_url,
@@ -616,6 +647,7 @@ def main() -> None:
                         args.clients,
                         args.rate,
                     )
+                    settle(url, f"{label} after pacing")
                     time.sleep(1)
                     half_rate = max(1.0, sat.rate / 2)
                     half = fire(
@@ -625,6 +657,7 @@ def main() -> None:
                         args.clients,
                         half_rate,
                     )
+                    settle(url, f"{label} after half load")
                     time.sleep(1)
                     slow, attacker_stats, retried = under_attack(
                         label, listener_url, attack[0], args, args.slow_rate or half_rate

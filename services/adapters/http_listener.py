@@ -24,12 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
@@ -55,8 +56,39 @@ MAX_JSON_DEPTH = 64
 MAX_CONNECTIONS = 10_000
 # Threads running database work; the engine's pool (5 + 10 overflow) bounds useful parallelism anyway.
 MAX_DB_THREADS = 8
-# How much lower the supervisor's background tasks (the outbox drainer) run than the workers.
+# How much lower the supervisor's background tasks (the outbox drainer) run than the workers,
+# where SCHED_IDLE is not available.
 BACKGROUND_NICE = 5
+
+
+@contextlib.contextmanager
+def _background_priority() -> Iterator[None]:
+    """Threads started inside run at the lowest CPU priority; the calling thread's is restored."""
+    idle = getattr(os, "SCHED_IDLE", None)
+    if idle is not None:
+        try:
+            before = os.sched_getscheduler(0), os.sched_getparam(0)
+            os.sched_setscheduler(0, idle, os.sched_param(0))
+        except OSError:
+            idle = None
+        else:
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.sched_setscheduler(0, before[0], before[1])
+            return
+    niced = False
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
+        niced = True
+    try:
+        yield
+    finally:
+        if niced:  # lowering it back needs privileges; stays lower otherwise (as before)
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - BACKGROUND_NICE)
+
 
 T = TypeVar("T")
 
@@ -847,8 +879,6 @@ def _serve_with_workers(
     SIGINT/SIGTERM go on to every worker, which drains like a single listener. A worker that dies
     on its own stops the others (the process manager restarts the whole listener).
     """
-    import os
-
     sockets = [server.socket]
     try:
         for _ in range(workers - 1):
@@ -884,14 +914,15 @@ def _serve_with_workers(
             children.append(pid)
         for sock in sockets:
             sock.close()
-        # The background tasks (the outbox drainer) start here, in the supervisor, at a lower CPU
-        # priority than the workers: in a burst Stripe's deliveries are answered first and the
-        # receipts, already committed in the outbox, follow as soon as there is CPU to spare.
-        # (Linux applies a nice value per thread: this one and the threads it starts.)
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
-        if on_ready is not None:
-            on_ready(server)
+        # The background tasks (the outbox drainer) start here, in the supervisor, at the lowest CPU
+        # priority: in a burst Stripe's deliveries are answered first and the receipts, already
+        # committed in the outbox, follow as soon as there is CPU to spare. Linux keeps a scheduling
+        # policy per thread and a new thread inherits its creator's: the threads started by
+        # `on_ready` run SCHED_IDLE (nice BACKGROUND_NICE where that policy is missing), and this
+        # thread, which supervises the workers and handles signals, goes back to normal afterwards.
+        with _background_priority():
+            if on_ready is not None:
+                on_ready(server)
         alive = set(children)
         while alive and not stop.is_set():
             pid, status = os.waitpid(-1, os.WNOHANG)

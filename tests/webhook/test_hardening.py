@@ -222,3 +222,39 @@ def test_background_tasks_start_with_the_listener_and_stop_after_it_drained(webh
     assert drained is True
     assert seen == [(["start"], 200)]
     assert task.calls == ["start", ("stop", 30.0)]
+
+
+class PolicyTask:
+    """A background task whose thread records the CPU scheduling policy it runs with."""
+
+    def __init__(self) -> None:
+        self.policies: list[int] = []
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: self.policies.append(os.sched_getscheduler(0)))
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_with_workers_the_drainer_runs_at_idle_priority_and_the_supervisor_does_not(webhook_settings) -> None:
+    """`ps -L -o cls` shows it too: the outbox drainer's thread is IDL, the supervisor's stays TS."""
+    from services.adapters.http_listener import run_listener
+    from services.bootstrap import Container
+
+    container = Container(webhook_settings)
+    task = PolicyTask()
+
+    def ready(server) -> None:  # type: ignore[no-untyped-def]
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    try:
+        assert run_listener(container, port=0, workers=2, on_ready=ready, background=[task]) is True
+    finally:
+        container.close()
+    assert task.policies == [os.SCHED_IDLE]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the supervising thread went back to normal
