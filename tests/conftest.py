@@ -52,6 +52,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.option.basetemp = tempfile.mkdtemp(prefix="codex-tests-")
         config._codex_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+    if os.geteuid() == 0 and not hasattr(config, "workerinput"):
+        # As root, pgserver runs PostgreSQL as user `pgserver` and creates that user on first use.
+        # Created here, once, before the workers start: on a fresh machine four workers each ran
+        # `useradd` at once, one data directory was given to a uid that then did not exist, and
+        # every test of that worker failed at initdb ("could not change permissions").
+        from pgserver.utils import ensure_user_exists
+
+        ensure_user_exists("pgserver")
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
