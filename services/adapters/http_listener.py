@@ -815,7 +815,7 @@ def run_listener(
             "(set it to the endpoint's signing secret, whsec_...)."
         )
     if workers < 1:
-        raise ValidationError("--workers must be at least 1.")
+        raise ValidationError("The number of workers must be at least 1.", field="workers")
     # A long-running process: read email template overrides once a minute, not once per receipt.
     container.notifications.cache_overrides(OVERRIDE_CACHE_SECONDS)
     try:

@@ -189,8 +189,11 @@ def _category(db: Any, slug: str | None) -> Category | None:
     return category
 
 
-def _slug_taken(org_slug: str, slug: str) -> str:
-    return f"Slug {slug!r} already exists in organization {org_slug}: choose another title or pass --slug."
+def _slug_taken(org_slug: str, slug: str) -> Conflict:
+    return Conflict(
+        f"Slug {slug!r} already exists in organization {org_slug}: choose another title or give a slug.",
+        field="slug",
+    )
 
 
 def _ensure_slug_free(db: Any, org: Organization, slug: str, except_id: uuid.UUID | None = None) -> None:
@@ -200,7 +203,7 @@ def _ensure_slug_free(db: Any, org: Organization, slug: str, except_id: uuid.UUI
     if except_id is not None:
         query = query.where(Content.id != except_id)
     if db.scalars(query).first() is not None:
-        raise Conflict(_slug_taken(org.slug, slug))
+        raise _slug_taken(org.slug, slug)
 
 
 def _set_tags(db: Any, org: Organization, content: Content, names: dict[str, str]) -> None:
@@ -282,7 +285,7 @@ def _slug_race(org_slug: str, slug: str) -> Iterator[None]:
         yield
     except IntegrityError as exc:
         if "uq_content_org_slug_live" in str(exc.orig):
-            raise Conflict(_slug_taken(org_slug, slug)) from None
+            raise _slug_taken(org_slug, slug) from None
         raise
 
 

@@ -53,7 +53,7 @@ def resolve_operator(session: Any, email: str | None) -> User:
     """The operator behind an audited action: `--by` or CODEX_OPERATOR_EMAIL, a platform_owner user."""
     if not email:
         raise ValidationError(
-            "Say who you are: pass --by EMAIL or set CODEX_OPERATOR_EMAIL (a platform owner)."
+            "Say who you are: set CODEX_OPERATOR_EMAIL or give the email of a platform owner.", field="by"
         )
     user = find_user_by_email(session, email)
     if user is None or user.role != UserRole.platform_owner:

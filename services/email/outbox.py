@@ -272,9 +272,9 @@ def drain_outbox(
     from services.core.models import EmailOutbox, OutboxStatus
 
     if max_attempts < 1:
-        raise ValidationError("--max-attempts must be at least 1.")
+        raise ValidationError("The maximum number of attempts must be at least 1.", field="max_attempts")
     if limit is not None and limit < 1:
-        raise ValidationError("--limit must be at least 1.")
+        raise ValidationError("The limit must be at least 1.", field="limit")
     report = DrainReport()
     wanted = list(ids) if ids is not None else None
     done = 0
@@ -441,7 +441,7 @@ def list_outbox(container: Container, status: str | None = None, limit: int = 50
 
     wanted = _status(status)
     if limit < 1:
-        raise ValidationError("--limit must be at least 1.")
+        raise ValidationError("The limit must be at least 1.", field="limit")
     query = select(EmailOutbox).order_by(EmailOutbox.created_at.desc(), EmailOutbox.id).limit(limit)
     if wanted is not None:
         query = query.where(EmailOutbox.status == wanted)
@@ -470,7 +470,7 @@ def retry_outbox(container: Container, message_id: str | None = None, all_dead: 
     from services.core.models import EmailOutbox, OutboxStatus
 
     if (message_id is None) == (not all_dead):
-        raise ValidationError("Give a message ID or --all-dead (not both).")
+        raise ValidationError("Give a message ID or ask for all the dead ones, not both.", field="all_dead")
     with container.uow() as uow:
         session = uow.session
         if message_id is not None:

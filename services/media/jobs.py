@@ -397,7 +397,7 @@ def run_next(
 ) -> JobResult | None:
     """Claim and run one job (of `only` items, if given); None when nothing is claimable."""
     if lease < 1:
-        raise ValidationError("--lease must be at least 1 second.")
+        raise ValidationError("The lease must be at least 1 second.", field="lease")
     name = worker or default_worker_name()
     claimed = _claim(container, name, lease, only)
     if claimed is None or isinstance(claimed, JobResult):
@@ -422,7 +422,7 @@ def process_media(
     from services.core.models import MediaItem
 
     if pending == bool(media_refs):
-        raise ValidationError("Give media ids or --pending (not both).")
+        raise ValidationError("Give media ids or ask for the pending ones, not both.", field="pending")
     only: list[uuid.UUID] | None = None
     skipped: list[JobResult] = []
     if media_refs:
@@ -497,9 +497,9 @@ def run_worker(
     """`codex media worker`: `concurrency` threads claim and run jobs until `stop` is set (each
     finishes its current job; setting `abort` as well cancels and releases it). Returns jobs run."""
     if not 1 <= concurrency <= 32:
-        raise ValidationError("--concurrency must be between 1 and 32.")
+        raise ValidationError("The concurrency must be between 1 and 32.", field="concurrency")
     if poll <= 0:
-        raise ValidationError("--poll must be positive.")
+        raise ValidationError("The poll interval must be positive.", field="poll")
     base = default_worker_name()
     count = 0
     lock = threading.Lock()
@@ -539,9 +539,11 @@ def list_jobs(container: Container, status: str | None = None, limit: int = 100)
     from services.core.models import MediaJob
 
     if status is not None and status not in JOB_STATUSES:
-        raise ValidationError(f"--status must be one of {', '.join(JOB_STATUSES)}, not {status!r}.")
+        raise ValidationError(
+            f"The status must be one of {', '.join(JOB_STATUSES)}, not {status!r}.", field="status"
+        )
     if limit < 1:
-        raise ValidationError("--limit must be at least 1.")
+        raise ValidationError("The limit must be at least 1.", field="limit")
     with container.uow() as uow:
         query = select(MediaJob)
         if status:

@@ -166,7 +166,9 @@ def streaming_url_for(
         if not found:
             raise NotFound(f"Content {content_ref!r} not found.")
         if len(found) > 1:
-            raise ValidationError(f"Several organizations have content {content_ref!r}; give --org.")
+            raise ValidationError(
+                f"Several organizations have content {content_ref!r}; name the organization.", field="org"
+            )
         media = s.get(MediaItem, found[0].media_item_id)
         if media is None or media.deleted_at is not None:
             raise NotFound(f"The media of content {content_ref!r} was deleted.")

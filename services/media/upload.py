@@ -120,7 +120,7 @@ def upload_media(
     from services.core.lookup import resolve_org
 
     if concurrency < 1 or concurrency > 64:
-        raise ValidationError("--concurrency must be between 1 and 64.")
+        raise ValidationError("The concurrency must be between 1 and 64.", field="concurrency")
     if not paths:
         raise ValidationError("Give at least one file to upload.")
     problems = []

@@ -124,7 +124,8 @@ def _check_eligible(
     if age > REFUND_WINDOW and not override_window:
         raise Conflict(
             f"Refund window expired (30 days): purchased {age.days} days ago on "
-            f"{_purchased_at(purchase):%Y-%m-%d}; pass --override-window to refund anyway."
+            f"{_purchased_at(purchase):%Y-%m-%d}; override the window to refund anyway.",
+            field="override_window",
         )
     if purchase.price_paid_cents > 0 and not purchase.stripe_payment_intent_id:
         raise Conflict(
@@ -321,7 +322,8 @@ def _stripe_refund(
         if getattr(exc, "kind", None) == "idempotency":
             raise ExternalServiceError(
                 f"Payment refund failed: {message}. A refund of this purchase was already requested with "
-                "another reason or operator; rerun with the same --reason and --by to pick it up."
+                "another reason or operator; rerun with the first request's reason and operator to pick it "
+                "up."
             ) from None
         if getattr(exc, "code", None) == "charge_already_refunded":
             raise ExternalServiceError(

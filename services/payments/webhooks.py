@@ -435,7 +435,7 @@ def list_events(
     from services.core.models import StripeEvent, StripeEventStatus
 
     if limit < 1:
-        raise ValidationError("--limit must be at least 1.")
+        raise ValidationError("The limit must be at least 1.", field="limit")
     query = select(StripeEvent).order_by(StripeEvent.received_at.desc(), StripeEvent.id).limit(limit)
     if status:
         try:
@@ -481,9 +481,13 @@ def backfill_events(container: Container, since: timedelta, dry_run: bool = Fals
     from services.core.models import StripeEvent, StripeEventStatus
 
     if since <= timedelta(0):
-        raise ValidationError("--since must be a positive duration, like 2h or 3d.")
+        raise ValidationError(
+            "The backfill period must be a positive duration, like 2h or 3d.", field="since"
+        )
     if since > STRIPE_EVENT_RETENTION:
-        raise ValidationError("Stripe keeps events for 30 days; use --since 30d or less.")
+        raise ValidationError(
+            "Stripe keeps events for 30 days: the backfill period must be 30d or less.", field="since"
+        )
     start = datetime.now(UTC) - since
     events = [
         _as_dict(e) for e in container.stripe.iter_events(created_gte=start, types=sorted(HANDLED_TYPES))
@@ -535,7 +539,8 @@ def prune_events(container: Container, older_than: timedelta, dry_run: bool = Fa
     if older_than < MIN_PRUNE_AGE:
         raise ValidationError(
             "Keep at least 30 days of events (Stripe can still redeliver or list younger ones): "
-            "use --older-than 30d or more."
+            "the age must be 30d or more.",
+            field="older_than",
         )
     cutoff = datetime.now(UTC) - older_than
     done = (StripeEventStatus.processed, StripeEventStatus.ignored)

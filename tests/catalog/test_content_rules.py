@@ -112,7 +112,9 @@ def test_changing_the_title_keeps_the_slug_unless_slug_is_given(ccli, world, ses
     taken = ccli("content", "update", other["id"], "--org", "studio", "--slug", "evening-session")
     assert (
         taken.exit_code == 1
-        and "Slug 'evening-session' already exists in organization studio" in taken.stderr
+        and "Slug 'evening-session' already exists in organization studio: choose another title or "
+        "give a slug (--slug)."
+        in taken.stderr
     )
     # Its own slug is not a clash.
     same = ccli("content", "update", data["id"], "--org", "studio", "--slug", "evening-session")

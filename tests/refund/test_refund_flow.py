@@ -208,7 +208,7 @@ def test_rerun_after_a_crash_with_another_reason_says_how_to_recover(
     result = refund_cli("refund", str(purchase.id), "--reason", "Some other wording entirely", "--yes")
     assert result.exit_code == 1
     assert "Payment refund failed: Keys for idempotent requests" in result.stderr
-    assert "rerun with the same --reason and --by" in result.stderr
+    assert "rerun with the first request's reason and operator to pick it up." in result.stderr
     assert len(world.standin.refunds()) == 1 and world.reload(purchase).refunded_at is None
 
 

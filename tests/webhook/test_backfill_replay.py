@@ -74,6 +74,7 @@ def test_backfill_retries_failed_events_and_exits_4_while_one_still_fails(
 def test_backfill_cannot_reach_past_stripes_30_day_retention(stripe_cli) -> None:
     result = stripe_cli("webhook", "backfill", "--since", "31d")
     assert result.exit_code == 2 and "30 days" in result.stderr
+    assert "the backfill period must be 30d or less (--since)." in result.stderr
 
 
 def test_backfill_without_a_stripe_key_says_so(cli) -> None:

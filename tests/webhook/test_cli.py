@@ -101,6 +101,7 @@ def test_prune_deletes_old_done_events_and_keeps_failed_ones(cli, session, conta
 def test_prune_refuses_to_forget_events_stripe_may_still_send(cli) -> None:
     result = cli("webhook", "prune", "--older-than", "7d", "--yes")
     assert result.exit_code == 2 and "at least 30 days" in result.stderr
+    assert "the age must be 30d or more (--older-than)." in result.stderr
 
 
 def test_prune_with_nothing_old_says_so_without_asking(cli) -> None:
