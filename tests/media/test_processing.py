@@ -333,13 +333,13 @@ def _wait_until_done(container: Any, media_id: uuid.UUID, proc: subprocess.Popen
     raise AssertionError("the job never finished")
 
 
-def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, container, samples) -> None:  # type: ignore[no-untyped-def]
+def _finish_worker(container: Any, media_id: uuid.UUID, proc: subprocess.Popen[str]) -> str:
+    """Wait until the worker has done `media_id`'s job, stop it with SIGTERM, check it exited 0 with
+    one `--json` line saying `ready`, and return its stderr."""
     import signal
 
-    item = _item(container, samples["tone"], m.MediaType.audio)
-    proc = _start_worker(settings)
     try:
-        _wait_until_done(container, item.id, proc)
+        _wait_until_done(container, media_id, proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -348,6 +348,12 @@ def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, 
     assert proc.returncode == 0, err
     [line] = out.splitlines()
     assert json.loads(line)["outcome"] == "ready"
+    return err
+
+
+def test_worker_process_runs_queued_jobs_and_stops_cleanly_on_sigterm(settings, container, samples) -> None:  # type: ignore[no-untyped-def]
+    item = _item(container, samples["tone"], m.MediaType.audio)
+    err = _finish_worker(container, item.id, _start_worker(settings))
     assert err == "Stopping after the current jobs.\n"  # --json: no summary line, no traceback
     assert _row(container, item.id).status == m.MediaStatus.ready
 
@@ -403,16 +409,7 @@ def test_worker_killed_mid_job_is_replaced_after_its_lease(s3_settings, samples,
 
         proxy.reset()
         second = _start_worker(settings)  # its own lease is the default: a slow renewal cannot lose it
-        try:
-            _wait_until_done(container, item.id, second)
-            second.send_signal(signal.SIGTERM)
-            out, err = second.communicate(timeout=60)
-        finally:
-            if second.poll() is None:
-                second.kill()
-        assert second.returncode == 0, err
-        [line] = out.splitlines()
-        assert json.loads(line)["outcome"] == "ready"
+        _finish_worker(container, item.id, second)
 
         rewritten = {key(p) for p in proxy.paths("PUT")}
         assert left_behind < rewritten  # every partial output written again, then the rest
