@@ -16,7 +16,6 @@ import argparse
 import collections
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -113,13 +112,7 @@ def main() -> None:
                 f"restart + resend all {args.events}: answered {dict(again.statuses)} "
                 f"{dict(again.outcomes)}; listener exit {code} after SIGTERM"
             )
-            drain = subprocess.run(
-                [sys.executable, "-m", "codex_cli", "email", "drain"],
-                env=env,
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-            )
+            drain = bw.email_drain(env, tmp)
             print(f"codex email drain: exit {drain.returncode}: {drain.stdout.strip().splitlines()[-1:]}")
 
             done = completed()

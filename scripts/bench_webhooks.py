@@ -732,13 +732,7 @@ def main() -> None:
             problems += verify_all(url, len(sessions))
             # Receipts go through the outbox (#17): the listener's drainer thread sends them; what it
             # had not sent when stopped is sent here, as cron's `codex email drain` would.
-            drain = subprocess.run(
-                [sys.executable, "-m", "codex_cli", "email", "drain"],
-                env=env,
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-            )
+            drain = email_drain(env, tmp)
             print(f"verify: `codex email drain` after the runs: {drain.stdout.strip().splitlines()[-1:]}")
             emails = len(list((home / "outbox").glob("*.eml")))
             print(f"verify: receipt emails {emails} for {len(sessions)} purchases")
@@ -780,6 +774,12 @@ def under_attack(
         if still:
             print(f"    {label}: {still} deliveries still refused after the attack")
     return run, stats, len(retry)
+
+
+def email_drain(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`codex email drain` as cron runs it: sends what the listener had queued but not sent."""
+    command = [sys.executable, "-m", "codex_cli", "email", "drain"]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
 
 
 def verify_all(url: str, total: int) -> list[str]:
