@@ -54,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config._codex_basetemp = config.option.basetemp  # type: ignore[attr-defined]
     if os.geteuid() == 0 and not hasattr(config, "workerinput"):
         # As root, pgserver runs PostgreSQL as user `pgserver` and creates that user on first use.
-        # Created here, once, before the workers start: on a fresh machine four workers each ran
+        # Created here, once, before the workers start: on a fresh machine the workers each ran
         # `useradd` at once, one data directory was given to a uid that then did not exist, and
         # every test of that worker failed at initdb ("could not change permissions").
         from pgserver.utils import ensure_user_exists
