@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from typing import Annotated, Any
@@ -200,4 +201,11 @@ def _build_command(name: str) -> Any:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The interpreter's shutdown runs full garbage collections over every object the command's
+        # libraries built (botocore's service models, SQLAlchemy, pydantic): ~0.25 s of CPU for each
+        # command, measured on `codex media upload`, to free memory the OS takes back anyway. Frozen
+        # objects are left out of those collections; they are still freed, file buffers flushed.
+        gc.freeze()
