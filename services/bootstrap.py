@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.settings import Settings
 
 if TYPE_CHECKING:
+    import psycopg
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import sessionmaker
 
@@ -61,6 +62,13 @@ class Container:
         from services.adapters.db import make_session_factory
 
         return make_session_factory(self.engine)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A psycopg connection of its own, in autocommit mode, no SQLAlchemy (see `adapters.db.connect`);
+        the caller closes it. For the upload's few fixed statements."""
+        from services.adapters.db import connect
+
+        return connect(self.database_url, prepare=self.settings.embedded_database)
 
     def uow(self) -> UnitOfWork:
         """A fresh unit of work: `with container.uow() as uow: ...; uow.commit()`."""

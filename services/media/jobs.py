@@ -88,21 +88,21 @@ class _Claim:
 # ------------------------------------------------------------------------------------- enqueue
 
 
+# Queue a job per item; an item with an open job keeps that one (its `force` raised if asked). In the
+# driver's parameter style: used by `enqueue_jobs` and by the upload's plain-psycopg path (media/rows.py).
+ENQUEUE_JOBS = (
+    "INSERT INTO media_jobs (media_item_id, force) SELECT unnest(CAST(%(ids)s AS uuid[])), %(force)s "
+    "ON CONFLICT (media_item_id) WHERE status IN ('queued', 'running') "
+    "DO UPDATE SET force = media_jobs.force OR EXCLUDED.force"
+)
+
+
 def enqueue_jobs(session: Any, media_ids: Iterable[uuid.UUID], *, force: bool = False) -> int:
     """Queue a job per item in the caller's transaction; an item with an open job keeps that one."""
-    from sqlalchemy import text
-
     ids = list(media_ids)
     if not ids:
         return 0
-    result = session.execute(
-        text(
-            "INSERT INTO media_jobs (media_item_id, force) SELECT unnest(CAST(:ids AS uuid[])), :force "
-            "ON CONFLICT (media_item_id) WHERE status IN ('queued', 'running') "
-            "DO UPDATE SET force = media_jobs.force OR EXCLUDED.force"
-        ),
-        {"ids": ids, "force": force},
-    )
+    result = session.connection().exec_driver_sql(ENQUEUE_JOBS, {"ids": ids, "force": force})
     return int(result.rowcount or 0)
 
 

@@ -12,7 +12,7 @@ from services.core import r2keys
 from services.core.errors import Conflict, ExternalServiceError, ValidationError
 from services.media.files import MediaFile, check_limits, media_kind
 from services.media.library import MAX_URL_EXPIRES, MediaView
-from services.media.upload import SHA256_METADATA, insert_rows, media_values, operator_id
+from services.media.upload import SHA256_METADATA, insert_rows, media_values
 
 if TYPE_CHECKING:
     from services.bootstrap import Container
@@ -70,7 +70,7 @@ def complete_upload(
     by: str | None = None,
 ) -> MediaView:
     """Step 2: the object must exist with the stated size; then the row is written (status uploaded)."""
-    from services.core.lookup import parse_uuid, resolve_org
+    from services.core.lookup import parse_uuid, resolve_operator, resolve_org
     from services.core.models import MediaItem
 
     media_id = parse_uuid(media_ref, "media id")
@@ -83,7 +83,8 @@ def complete_upload(
     ext = r2keys.file_extension(filename)
     with container.uow() as uow:
         org_id = resolve_org(uow.session, org_ref).id
-        uploader = operator_id(uow.session, container.settings.operator_email(by))
+        operator = container.settings.operator_email(by)  # optional here: who uploaded, when known
+        uploader = resolve_operator(uow.session, operator).id if operator else None
         if uow.session.get(MediaItem, media_id) is not None:
             raise Conflict(f"Media item {media_id} already exists; the upload was already completed.")
     key = r2keys.media_original(org_id, media_id, ext)

@@ -30,6 +30,7 @@ from services.adapters.storage import (
 from services.core import r2keys
 from services.core.errors import CodexError, Conflict, ExternalServiceError, NotFound, ValidationError
 from services.media import resume as records
+from services.media import rows
 from services.media.files import MediaFile, inspect_file
 from services.media.library import MediaView
 
@@ -90,15 +91,6 @@ class UploadBatch:
 # ------------------------------------------------------------------------------------------ upload
 
 
-def operator_id(session: Any, email: str | None) -> uuid.UUID | None:
-    """The uploading operator, when one is named (`--by` or CODEX_OPERATOR_EMAIL); optional here."""
-    if not email:
-        return None
-    from services.core.lookup import resolve_operator
-
-    return resolve_operator(session, email).id
-
-
 def upload_media(
     container: Container,
     paths: Sequence[Path],
@@ -117,8 +109,6 @@ def upload_media(
     record, and the same call later continues it when the file is unchanged (`resume=False` starts
     over, aborting it); other failures abort it. Each file's outcome is returned.
     """
-    from services.core.lookup import resolve_org
-
     if concurrency < 1 or concurrency > 64:
         raise ValidationError("The concurrency must be between 1 and 64.", field="concurrency")
     if not paths:
@@ -133,18 +123,26 @@ def upload_media(
     if problems:
         raise ValidationError("Nothing was uploaded: " + "; ".join(problems) + ".")
 
-    with container.uow() as uow:
-        org = resolve_org(uow.session, org_ref)
-        org_id = org.id
-        uploader = operator_id(uow.session, container.settings.operator_email(by))
-    store = container.object_store
+    # Plain SQL on one connection of its own, no SQLAlchemy: see services.media.rows.
+    conn = container.connect()
+    try:
+        org_id = rows.find_org_id(conn, org_ref)
+        uploader = rows.find_operator_id(conn, container.settings.operator_email(by))
+    except BaseException:
+        conn.close()
+        raise
+    inserter = _GroupInserter(container, conn)
+    try:
+        store = container.object_store
+    except BaseException:
+        inserter.close()
+        raise
 
     batch = UploadBatch(organization_id=org_id)
     cancel = threading.Event()
     file_workers = min(len(files), concurrency)
     part_concurrency = max(1, concurrency // file_workers)
 
-    inserter = _GroupInserter(container)
     records_present = records.any_records(container.settings.codex_home)
 
     def one(f: MediaFile) -> Future[UploadResult]:
@@ -411,14 +409,12 @@ def media_values(
     f: MediaFile,
     digest: str | None,
 ) -> dict[str, Any]:
-    from services.core.models import MediaStatus, MediaType
-
     return {
         "id": media_id,
         "organization_id": org_id,
         "uploaded_by": uploader,
-        "type": MediaType(f.media_type),
-        "status": MediaStatus.uploaded,
+        "type": f.media_type,
+        "status": "uploaded",
         "r2_key": key,
         "filename": f.filename,
         "mime_type": f.mime_type,
@@ -427,43 +423,26 @@ def media_values(
     }
 
 
-def insert_rows(container: Container, rows: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
-    """One INSERT ... RETURNING for all `rows`, one transaction. A broken rule is a Conflict or
-    NotFound naming it; a failing database is one sentence with the password masked."""
-    from sqlalchemy import Table, insert
-    from sqlalchemy.exc import DBAPIError, IntegrityError
+def insert_rows(container: Container, values: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
+    """Insert media rows (and their processing jobs) in one transaction on a connection of their own."""
+    conn = container.connect()
+    try:
+        return _insert(container, conn, values)
+    finally:
+        conn.close()
+
+
+def _insert(container: Container, conn: Any, values: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
+    """rows.insert_media; a failing database (lost connection, server gone) is one sentence with the
+    password masked."""
+    import psycopg
 
     from services.adapters.db import connection_error
-    from services.core.models import MediaItem
-    from services.media.jobs import enqueue_jobs
 
-    table = cast(Table, MediaItem.__table__)
-    with container.uow() as uow:
-        try:
-            # executemany with RETURNING: SQLAlchemy sends one multi-row INSERT per 1,000 rows and
-            # compiles the statement once, whatever the number of rows.
-            returned = uow.session.execute(insert(table).returning(table), rows).all()
-        except IntegrityError as exc:
-            raise _integrity_error(exc, rows) from None
-        except DBAPIError as exc:  # lost connection, server gone
-            raise connection_error(container.database_url, exc) from None
-        views = {row.id: MediaView.of(cast("MediaItem", row)) for row in returned}  # a row has its columns
-        enqueue_jobs(uow.session, views)  # issue #20: one processing job per new item, same transaction
-        uow.commit()
-    return views
-
-
-def _integrity_error(exc: Exception, rows: list[dict[str, Any]]) -> Exception:
-    """Say which rule a refused row broke: the organization or operator vanished, or a duplicate."""
-    orig = getattr(exc, "orig", None)
-    sqlstate = getattr(orig, "sqlstate", None)
-    constraint = str(getattr(getattr(orig, "diag", None), "constraint_name", "") or "")
-    if sqlstate == "23503":  # foreign_key_violation
-        if "uploaded_by" in constraint:
-            return NotFound("The uploading operator's account was deleted during the upload.")
-        return NotFound("The organization was deleted during the upload.")
-    ids = ", ".join(str(r["id"]) for r in rows)
-    return Conflict(f"Media item {ids} already exists.")
+    try:
+        return rows.insert_media(conn, values)
+    except psycopg.Error as exc:
+        raise connection_error(container.database_url, exc) from None
 
 
 class _GroupInserter:
@@ -474,8 +453,9 @@ class _GroupInserter:
     group refused by a rule is retried row by row, so one bad row cannot fail the others; a failing
     database fails the whole group at once."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, conn: Any) -> None:
         self._container = container
+        self._conn = conn  # the writer's own (psycopg, autocommit); replaced if the server drops it
         self._lock = threading.Condition()  # guards _pending and _closed
         self._turn = threading.Lock()  # held while a group is taken and written
         self._pending: list[tuple[dict[str, Any], Future[MediaView]]] = []
@@ -506,6 +486,7 @@ class _GroupInserter:
             writer = self._writer
         if writer is not None:
             writer.join()
+        self._conn.close()
 
     def _run(self) -> None:
         while True:
@@ -519,16 +500,22 @@ class _GroupInserter:
                     group, self._pending = self._pending, []
                 self._write(group)
 
+    def _insert(self, values: list[dict[str, Any]]) -> dict[uuid.UUID, MediaView]:
+        if self._conn.broken or self._conn.closed:
+            self._conn.close()
+            self._conn = self._container.connect()
+        return _insert(self._container, self._conn, values)
+
     def _write(self, group: list[tuple[dict[str, Any], Future[MediaView]]]) -> None:
         try:
-            views = insert_rows(self._container, [values for values, _ in group])
+            views = self._insert([values for values, _ in group])
         except (Conflict, NotFound) as exc:  # one row broke a rule: the others may still be fine
             if len(group) == 1:
                 group[0][1].set_exception(exc)
                 return
             for values, future in group:
                 try:
-                    view = insert_rows(self._container, [values])[values["id"]]
+                    view = self._insert([values])[values["id"]]
                 except Exception as exc:  # noqa: BLE001 - handed to the worker that owns the row
                     future.set_exception(exc)
                 else:

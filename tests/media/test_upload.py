@@ -272,7 +272,7 @@ def test_rows_written_together_keep_their_own_outcomes(container, session) -> No
 
     org = make_org(session)
     session.commit()
-    inserter = _GroupInserter(container)
+    inserter = _GroupInserter(container, container.connect())
 
     def values(media_id: uuid.UUID) -> dict:
         f = MediaFile(Path("a.mp3"), "a.mp3", "audio/mpeg", "audio", 10, "mp3")
@@ -299,6 +299,7 @@ def test_rows_written_together_keep_their_own_outcomes(container, session) -> No
             time.sleep(0.01)
     for t in threads:
         t.join()
+    inserter.close()
 
     assert isinstance(outcomes.pop(taken), Conflict)
     assert outcomes == {i: i for i in ids[:-1]}
