@@ -56,9 +56,7 @@ RETURNED_COLUMNS = (
 INSERT_MEDIA = (
     f"INSERT INTO media_items ({', '.join(INSERT_COLUMNS)}) "
     f"SELECT {', '.join(c + _CASTS.get(c, '') for c in INSERT_COLUMNS)} "
-    "FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in _ARRAY_TYPES)
-    + f") AS v({', '.join(INSERT_COLUMNS)}) "
+    "FROM unnest(" + ", ".join(f"%s::{t}[]" for t in _ARRAY_TYPES) + f") AS v({', '.join(INSERT_COLUMNS)}) "
     f"RETURNING {', '.join(c + ('::text' if c in _CASTS else '') for c in RETURNED_COLUMNS)}"
 )
 

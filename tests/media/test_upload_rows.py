@@ -30,7 +30,7 @@ def test_the_insert_writes_every_column_the_table_needs() -> None:
         if not c.nullable and c.server_default is None and c.default is None and not c.primary_key
     }
     assert needed <= set(rows.INSERT_COLUMNS), "a NOT NULL column without default is not written"
-    assert rows.RETURNED_COLUMNS == tuple(f.name for f in dataclasses.fields(MediaView))
+    assert tuple(f.name for f in dataclasses.fields(MediaView)) == rows.RETURNED_COLUMNS
     assert set(rows.RETURNED_COLUMNS) <= names
 
 
