@@ -9,6 +9,7 @@ the two in step.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -34,23 +35,8 @@ INSERT_COLUMNS = (
 # Each column as the array type unnest() reads it (enums travel as text and are cast after).
 _ARRAY_TYPES = ("uuid", "uuid", "uuid", "text", "text", "text", "text", "text", "bigint", "text")
 _CASTS = {"type": "::media_type", "status": "::media_status"}
-# MediaView's fields, in its order.
-RETURNED_COLUMNS = (
-    "id",
-    "organization_id",
-    "type",
-    "status",
-    "r2_key",
-    "filename",
-    "mime_type",
-    "file_size_bytes",
-    "sha256",
-    "duration_seconds",
-    "uploaded_by",
-    "created_at",
-    "updated_at",
-    "deleted_at",
-)
+# What the insert returns: MediaView's fields, in its order.
+RETURNED_COLUMNS = tuple(f.name for f in dataclasses.fields(MediaView))
 
 # One statement for any number of rows: each column is one array parameter.
 INSERT_MEDIA = (
@@ -99,11 +85,11 @@ def insert_media(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> d
             returned = conn.execute(INSERT_MEDIA, columns).fetchall()
             conn.execute(ENQUEUE_JOBS, {"ids": [r[0] for r in returned], "force": False})
     except psycopg.errors.IntegrityError as exc:
-        raise integrity_error(exc, rows) from None
+        raise _integrity_error(exc, rows) from None
     return {view.id: view for view in (MediaView(*r) for r in returned)}
 
 
-def integrity_error(exc: Exception, rows: list[dict[str, Any]]) -> Exception:
+def _integrity_error(exc: Exception, rows: list[dict[str, Any]]) -> Exception:
     """Say which rule a refused row broke: the organization or operator vanished, or a duplicate."""
     sqlstate = getattr(exc, "sqlstate", None)
     constraint = str(getattr(getattr(exc, "diag", None), "constraint_name", "") or "")

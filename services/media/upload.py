@@ -125,14 +125,10 @@ def upload_media(
 
     # Plain SQL on one connection of its own, no SQLAlchemy: see services.media.rows.
     conn = container.connect()
+    inserter = _GroupInserter(container, conn)  # writes the rows on this connection, closes it
     try:
         org_id = rows.find_org_id(conn, org_ref)
         uploader = rows.find_operator_id(conn, container.settings.operator_email(by))
-    except BaseException:
-        conn.close()
-        raise
-    inserter = _GroupInserter(container, conn)
-    try:
         store = container.object_store
     except BaseException:
         inserter.close()

@@ -3,7 +3,6 @@ ORM lookups find, and keeps `codex media upload` free of SQLAlchemy."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -30,8 +29,7 @@ def test_the_insert_writes_every_column_the_table_needs() -> None:
         if not c.nullable and c.server_default is None and c.default is None and not c.primary_key
     }
     assert needed <= set(rows.INSERT_COLUMNS), "a NOT NULL column without default is not written"
-    assert tuple(f.name for f in dataclasses.fields(MediaView)) == rows.RETURNED_COLUMNS
-    assert set(rows.RETURNED_COLUMNS) <= names
+    assert set(rows.RETURNED_COLUMNS) <= names, "MediaView has a field the table has not"
 
 
 @pytest.mark.commits
